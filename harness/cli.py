@@ -1,0 +1,428 @@
+"""The `hindsight` command line."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness.errors import UserInputError
+
+app = typer.Typer(
+    help="Teach language models from their users' follow-up messages, and measure whether it worked.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+profiles_app = typer.Typer(help="List, show and validate user profiles (one YAML file each).", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+console = Console()
+err = Console(stderr=True)
+STATE = {"debug": False}
+RESULTS = Path("results")
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False) -> None:
+    STATE["debug"] = debug
+
+
+def run() -> None:
+    """Console-script entry point: one-line errors (exit 2) for bad input, tracebacks only with --debug.
+
+    Usage errors (unknown options, bad values) are click's own, also exit 2.
+    """
+    try:
+        app()
+    except UserInputError as exc:
+        _fail(exc.render(), exc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        _fail(f"{field}: {first['msg']}" if field else first["msg"], exc)
+
+
+def _fail(message: str, exc: BaseException) -> None:
+    if STATE["debug"]:
+        raise exc
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# personalize
+# ----------------------------------------------------------------------------------------------------------
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {}) if isinstance(node.get(key), dict) or key not in node or node.get(key) is None else node[key]
+        if not isinstance(node, dict):
+            raise UserInputError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def new_run_id(profile: str, method: str, results: Path) -> str:
+    stem = re.sub(r"[^a-z0-9_-]+", "-", Path(profile).stem.lower())
+    base = f"{datetime.now():%Y%m%d-%H%M%S}-{method}-{stem}"
+    run_id, n = base, 1
+    while (results / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def check_run_id(run_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", run_id) or ".." in run_id:
+        raise UserInputError(f"--run-id '{run_id}': use letters, digits, '.', '_' and '-' only (it names a folder under results/)")
+    return run_id
+
+
+@app.command(rich_help_panel="Experiments")
+def personalize(
+    profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile name (`hindsight profiles list`) or path to a profile YAML. [default: concise]", rich_help_panel="What")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. [default: smollm2-135m]", rich_help_panel="What")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="'builtin', a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), or hf:NAME.", rich_help_panel="What")] = None,
+    interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", help="Interactions per arm. [default: 64]", min=1, rich_help_panel="Budget")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Interactions per update. [default: 4]", min=1, rich_help_panel="Budget")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every K interactions (multiple of batch size). [default: 32]", min=1, rich_help_panel="Budget")] = None,
+    eval_prompts: Annotated[Optional[int], typer.Option(help="Held-out prompts per evaluation. [default: 32]", min=1, rich_help_panel="Budget")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest training answer in tokens. [default: 96, more for profiles with a word minimum]", min=1, rich_help_panel="Budget")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="First seed. [default: 0]", rich_help_panel="Budget")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Repeat with N seeds; curves show means with 95% intervals. [default: 1]", min=1, rich_help_panel="Budget")] = None,
+    control: Annotated[Optional[bool], typer.Option("--control/--no-control", help="Also run an identical arm whose user only sends neutral messages: tells learning from the hindsight prompt's own pull. [default: on]", rich_help_panel="Arms")] = None,
+    oracle: Annotated[Optional[bool], typer.Option("--oracle/--no-oracle", help="Also evaluate the untrained model with the profile in its system prompt (reference line). [default: on]", rich_help_panel="Arms")] = None,
+    neutral_pool: Annotated[Optional[str], typer.Option(help="Messages of the control arm's user and of the neutral baseline: builtin (small talk, acknowledgements), unrelated (unrelated questions) or a text file, one message per line. [default: builtin]", rich_help_panel="Arms")] = None,
+    simulator: Annotated[Optional[str], typer.Option(help="Who writes follow-ups: scripted (profile rules, offline), llm (litellm), local (a local model), complain (diagnostic: complains whatever the answer). [default: scripted]", rich_help_panel="User")] = None,
+    simulator_model: Annotated[Optional[str], typer.Option(help="For --simulator llm: a litellm model ('openai/NAME' with --api-base); for local: a model spec.", rich_help_panel="User")] = None,
+    api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --simulator llm, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="User")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the API key (the key itself is never stored).", rich_help_panel="User")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate. [default: 2e-5]", rich_help_panel="Trainer")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). [default: sampled_token]", rich_help_panel="Trainer")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Advantage reference: neutral = hindsight prompt with a neutral follow-up (cancels the prompt's own pull), plain = the prompt alone (paper). [default: neutral]", rich_help_panel="Trainer")] = None,
+    kl_anchor: Annotated[Optional[float], typer.Option(help="Weight of a KL penalty to the initial policy. [default: 0]", rich_help_panel="Trainer")] = None,
+    ignore_first_k: Annotated[Optional[int], typer.Option(help="Leave the first k answer tokens out of the loss. [default: 0]", rich_help_panel="Trainer")] = None,
+    centre: Annotated[Optional[bool], typer.Option("--centre/--no-centre", help="Subtract each answer's mean advantage. [default: off]", rich_help_panel="Trainer")] = None,
+    lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", help="Train a LoRA adapter (r=16) instead of all weights. [default: off]", rich_help_panel="Trainer")] = None,
+    template: Annotated[Optional[str], typer.Option(help="Hindsight user turn with {prompt} and {followup}. [default: the paper's wording]", rich_help_panel="Trainer")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when present, bf16 there), cpu or cuda. [default: auto]", rich_help_panel="Machine")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads per process (see bench/README.md). [default: 1]", min=1, rich_help_panel="Machine")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Arms (treated/control × seeds) trained in parallel processes. [default: 2]", min=1, rich_help_panel="Machine")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Start from a config YAML (e.g. a run's config.yaml); options given here override it.", rich_help_panel="Config")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: --set trainer.epochs=2 (repeatable).", rich_help_panel="Config")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Folder name under results/. [default: date-method-profile]", rich_help_panel="Config")] = None,
+    results: Annotated[Path, typer.Option(help="Where runs are written.", rich_help_panel="Config")] = RESULTS,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.", rich_help_panel="Config")] = False,
+) -> None:
+    """Online SDPO personalization: the policy answers, a simulated user replies, SDPO learns from the reply.
+
+    Writes results/RUN/ (config.yaml, interactions.jsonl, metrics.jsonl, samples.jsonl, curve.png, summary.md).
+    With no options: the embedded SmolLM2-135M on CPU, the concise profile, a scripted user, 64 interactions,
+    with its control arm and the in-context oracle (about 10 minutes on 2 cores).
+
+    Examples:
+
+      hindsight personalize --profile no_emojis --seeds 3
+
+      hindsight personalize --simulator llm --simulator-model openai/local --api-base http://127.0.0.1:8000/v1
+
+      hindsight personalize --config results/RUN/config.yaml --set trainer.lr=1e-5
+    """
+    from harness.config import RunConfig
+
+    data: dict[str, Any] = {}
+    if config is not None:
+        from harness.yamlio import read_yaml
+
+        data, _ = read_yaml(config)
+        if not isinstance(data, dict):
+            raise UserInputError("expected a mapping of fields", path=config, line=1)
+    options = {
+        "profile": profile, "interactions": interactions, "batch_size": batch_size, "seed": seed, "seeds": seeds,
+        "control": control, "oracle": oracle, "neutral_pool": neutral_pool, "threads": threads, "jobs": jobs,
+        "policy.model": model, "policy.device": device, "prompts.source": prompts, "prompts.eval_prompts": eval_prompts,
+        "generation.max_new_tokens": max_new_tokens, "eval.every": eval_every,
+        "trainer.lr": lr, "trainer.loss": loss, "trainer.baseline": baseline, "trainer.kl_anchor": kl_anchor,
+        "trainer.ignore_first_k": ignore_first_k, "trainer.centre": centre, "trainer.template": template,
+        "simulator.kind": simulator,
+    }
+    for key, value in options.items():
+        if value is not None:
+            _set_path(data, key, value)
+    if lora is not None:
+        _set_path(data, "policy.lora", {} if lora else None)
+    if simulator_model or api_base or api_key_env:
+        kind = (simulator or data.get("simulator", {}).get("kind") or "scripted")
+        if kind == "local":
+            _set_path(data, "simulator.model", simulator_model)
+        else:
+            _set_path(data, "simulator.kind", "llm")
+            llm = {"model": simulator_model or "openai/local", "api_base": api_base, "api_key_env": api_key_env}
+            _set_path(data, "simulator.llm", {k: v for k, v in llm.items() if v is not None})
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
+        _set_path(data, key.strip(), yaml.safe_load(raw))
+    try:
+        resolved = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise UserInputError(first["msg"], path=config, field=field or None) from None
+    from simulators.profile import load_profile
+
+    from harness.prompts import load_prompts
+
+    resolved = resolved.with_budgets(load_profile(resolved.profile).min_words())  # fails fast on a bad profile
+    load_prompts(resolved.prompts)
+    run_name = check_run_id(run_id) if run_id else new_run_id(resolved.profile, resolved.method, results)
+    if dry_run:
+        console.print(resolved.to_yaml(), highlight=False, markup=False)
+        return
+    run_dir = results / run_name
+    if run_dir.exists():
+        raise UserInputError(f"{run_dir} already exists; pick another --run-id")
+    from harness.loop import personalize as run_personalize
+
+    console.print(f"[bold]run[/bold] {run_dir}  ·  profile [cyan]{resolved.profile}[/cyan]  ·  arms "
+                  + ", ".join(f"{a}/s{s}" for a, s in resolved.arms()) + ("  ·  oracle" if resolved.oracle else ""))
+    with LiveProgress(resolved) as progress:
+        info = run_personalize(resolved, run_dir, progress.handle, command=shlex.join(["hindsight", *sys.argv[1:]]))
+    console.print(f"finished in {info.seconds:.0f} s")
+    show(str(run_dir), results=results)
+
+
+class LiveProgress:
+    """Rich progress: one bar per arm and seed with loss, share of satisfied users and last clean compliance."""
+
+    def __init__(self, config):
+        self.config = config
+        self.progress = Progress(
+            TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+        )
+        self.tasks: dict[tuple[str, int], TaskID] = {}
+        self.last_clean: dict[tuple[str, int], float] = {}
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        for arm, seed in self.config.arms():
+            self.tasks[(arm, seed)] = self.progress.add_task(f"{arm} s{seed}", total=self.config.interactions, stats="waiting", start=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def handle(self, event: dict) -> None:
+        kind = event["type"]
+        key = (event.get("arm"), event.get("seed"))
+        if kind == "phase":
+            self.progress.console.print(f"[dim]{event['text']}…[/dim]")
+        elif kind == "start":
+            self.progress.start_task(self.tasks[key])
+            self.progress.update(self.tasks[key], stats="loading")
+        elif kind == "step":
+            loss = event["loss"]
+            sat = event["satisfied"]
+            clean = self.last_clean.get(key)
+            stats = f"loss {loss:+.3f}" if loss is not None else f"skipped: {event['skipped']}"
+            stats += f" · satisfied {sat:.0%}" if sat is not None else ""
+            stats += f" · clean {clean:.0%}" if clean is not None else ""
+            self.progress.update(self.tasks[key], completed=event["done"], stats=stats)
+        elif kind == "eval":
+            record = event["record"]
+            if key in self.tasks:
+                self.last_clean[key] = record["clean"]
+            self.progress.console.print(
+                f"eval [bold]{record['arm']}[/bold] s{record['seed']} @ {record['interactions']:>3}: clean {record['clean']:.0%} · "
+                f"compliant {record['compliance']:.0%} · degenerate {record['degenerate']:.0%} · relevant {record['relevant']:.0%} · "
+                f"{record['mean_words']:.0f} words" + (f" · KL {record['kl']:.3f}" if record["kl"] is not None else ""),
+                highlight=False,
+            )
+        elif kind == "done":
+            self.progress.update(self.tasks[key], description=f"{key[0]} s{key[1]} ✓")
+        elif kind == "error":
+            self.progress.console.print(f"[red]{key[0]} s{key[1]} failed:[/red]\n{event['text']}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# runs
+# ----------------------------------------------------------------------------------------------------------
+def _run_dir(run: str, results: Path) -> Path:
+    path = Path(run)
+    if not path.is_dir():
+        path = results / run
+    if not (path / "config.yaml").is_file():
+        raise UserInputError(f"{run}: not a run folder (no config.yaml); `hindsight runs` lists runs")
+    return path
+
+
+@app.command(rich_help_panel="Runs")
+def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
+    """List runs under results/ with their status and last clean compliance per arm."""
+    from harness.records import RunInfo
+    from harness.report import curves, load_evals
+
+    table = Table(title=f"runs in {results}")
+    for column in ("run", "status", "profile", "treated", "control", "oracle", "seconds"):
+        table.add_column(column)
+    for folder in sorted(p for p in results.glob("*") if (p / "config.yaml").is_file()):
+        info = RunInfo.model_validate_json((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
+        profile = yaml.safe_load((folder / "config.yaml").read_text()).get("profile", "?")
+        clean = curves(load_evals(folder), "clean", True)
+        cells = [f"{clean[a][-1].mean:.2f}" if a in clean else "–" for a in ("treated", "control", "oracle")]
+        table.add_row(folder.name, info.status if info else "?", str(profile), *cells, f"{info.seconds:.0f}" if info and info.seconds else "–")
+    console.print(table)
+
+
+@app.command(rich_help_panel="Runs")
+def show(run: Annotated[str, typer.Argument(help="Run id (folder under results/) or path.")], results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
+    """Summarise a run: last evaluation per arm with 95% intervals, the verdict, and where its files are."""
+    from harness.records import RunInfo
+    from harness.report import METRICS, final_table, load_evals, side_effects, verdict
+
+    folder = _run_dir(run, results)
+    evals = load_evals(folder)
+    info = RunInfo.model_validate_json((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
+    table = Table(title=f"{folder.name}" + (f" ({info.status})" if info else ""))
+    table.add_column("arm")
+    table.add_column("n")
+    for _, label, _ in METRICS:
+        table.add_column(label)
+    for arm, x, cells in final_table(evals):
+        table.add_row(arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS))
+    console.print(table)
+    console.print(verdict(evals), highlight=False)
+    console.print(side_effects(evals), highlight=False)
+    for name in ("curve.png", "summary.md", "interactions.jsonl"):
+        if (folder / name).exists():
+            console.print(f"  {folder / name}", highlight=False)
+
+
+@app.command(rich_help_panel="Runs")
+def compare(
+    runs_: Annotated[list[str], typer.Argument(metavar="RUN...", help="Run ids or paths.")],
+    results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a markdown table instead.")] = False,
+) -> None:
+    """Compare runs side by side: the config fields that differ, then each trained arm's last evaluation."""
+    from harness.report import METRICS, final_table, load_evals
+
+    folders = [_run_dir(r, results) for r in runs_]
+    configs = [_flatten(yaml.safe_load((f / "config.yaml").read_text())) for f in folders]
+    differ = [k for k in dict.fromkeys(k for c in configs for k in c) if len({repr(c.get(k)) for c in configs}) > 1 and k != "seed"]
+    header = ["run", *differ, "arm", "n", *(label for _, label, _ in METRICS)]
+    rows = []
+    for folder, config in zip(folders, configs):
+        for arm, x, cells in final_table(load_evals(folder)):
+            if arm in ("treated", "control"):
+                rows.append([folder.name, *(str(config.get(k, "–")) for k in differ), arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS)])
+    if markdown:
+        typer.echo("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for row in rows:
+            typer.echo("| " + " | ".join(row) + " |")
+        return
+    table = Table(title="runs compared (fields that differ, then the last evaluation with 95% intervals)")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@app.command(rich_help_panel="Runs")
+def report(run: Annotated[str, typer.Argument(help="Run id or path.")], results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
+    """Redraw curve.png and rewrite summary.md from a run's records."""
+    from harness.report import write_report
+
+    path = write_report(_run_dir(run, results))
+    console.print(f"wrote {path} and {path.with_name('curve.png')}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# profiles
+# ----------------------------------------------------------------------------------------------------------
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """Every known profile (first match on the search path wins), with its checks and opposite."""
+    from simulators.profile import available_profiles, load_profile_file, search_path
+
+    table = Table(title="profiles (search path: " + ", ".join(str(p) for p in search_path()) + ")")
+    for column in ("name", "opposite", "checks", "file"):
+        table.add_column(column, overflow="fold")
+    for name, path in available_profiles().items():
+        profile = load_profile_file(path)
+        table.add_row(name, profile.opposite or "–", "; ".join(c.describe() for c in profile.checks) or "– (LLM users only)", str(path))
+    console.print(table)
+
+
+@profiles_app.command("show")
+def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path.")]) -> None:
+    """Print one profile: persona text, checks with their follow-ups, satisfied replies."""
+    from simulators.profile import load_profile
+
+    profile = load_profile(name)
+    console.print(f"[bold]{profile.name}[/bold]" + (f"  (opposite: {profile.opposite})" if profile.opposite else ""))
+    console.print(profile.description, highlight=False)
+    for check in profile.checks:
+        console.print(f"\n[cyan]{check.describe()}[/cyan]")
+        for line in check.followup:
+            console.print(f"  • {line}", highlight=False)
+    console.print("\n[green]satisfied[/green]")
+    for line in profile.satisfied:
+        console.print(f"  • {line}", highlight=False)
+
+
+@profiles_app.command("validate")
+def profiles_validate(paths: Annotated[list[Path], typer.Argument(help="Profile YAML files.")]) -> None:
+    """Check profile files: schema, patterns, name = file stem, and that an opposite exists. Exit 2 on the first bad one."""
+    from simulators.profile import available_profiles, load_profile_file
+
+    known = available_profiles()
+    for path in paths:
+        profile = load_profile_file(path)
+        if profile.opposite and profile.opposite not in known:
+            raise UserInputError(f"opposite '{profile.opposite}' is not a known profile", path=path, field="opposite")
+        console.print(f"[green]ok[/green] {path} ({profile.name}, {len(profile.checks)} checks)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------------------
+models_app = typer.Typer(help="The embedded models and the conversion cache.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("warm")
+def models_warm(model: Annotated[str, typer.Argument(help="Model spec to resolve (GGUF files are converted once).")] = "smollm2-135m") -> None:
+    """Convert a model into the safetensors cache now (the first load of a GGUF takes ~30 s, later ones ~3 s)."""
+    from harness.models import resolve_model
+    from judges.relevance import minilm_path
+
+    start = time.perf_counter()
+    path = resolve_model(model)
+    console.print(f"{model}: {path} ({time.perf_counter() - start:.1f} s)", highlight=False)
+    console.print(f"relevance embedder: {minilm_path()}", highlight=False)

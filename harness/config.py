@@ -1,0 +1,119 @@
+"""The fully resolved configuration of a personalization run (written as ``config.yaml``; rerunning it reproduces the run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.llm_client import LLMSettings
+from harness.policy import PolicySettings
+from harness.prompts import PromptSettings
+from harness.yamlio import load_model_file
+from trainers.sdpo import SDPOConfig
+
+CONFIG_VERSION = 1
+
+
+class GenerationSettings(BaseModel):
+    """Sampling for training interactions (temperature 1 as in the paper: on-policy samples)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int | None = Field(None, ge=1, description="longest training answer; None: auto (see RunConfig.with_budgets)")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class SimulatorSettings(BaseModel):
+    """Who writes the follow-ups: the profile's scripted rules, an LLM through litellm, or a local model.
+
+    ``complain`` is a diagnostic user who complains (with the profile's own complaints) whatever the answer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["scripted", "complain", "llm", "local"] = "scripted"
+    llm: LLMSettings | None = Field(None, description="for kind=llm")
+    model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
+    temperature: float = Field(0.7, ge=0, description="for kind=local")
+    max_tokens: int = Field(64, ge=1, description="for kind=local")
+
+    @model_validator(mode="after")
+    def _complete(self) -> SimulatorSettings:
+        if self.kind == "llm" and self.llm is None:
+            raise ValueError("simulator kind 'llm' needs llm settings (--simulator-model, and --api-base for a local server)")
+        if self.kind == "local" and not self.model:
+            raise ValueError("simulator kind 'local' needs a model (--simulator-model)")
+        return self
+
+
+class EvalSettings(BaseModel):
+    """Held-out evaluation (greedy, fixed prompts) every ``every`` interactions."""
+
+    model_config = ConfigDict(extra="forbid")
+    every: int = Field(32, ge=1, description="interactions between evaluations (a multiple of batch_size)")
+    max_new_tokens: int | None = Field(None, ge=1, description="answers cut at this length are flagged truncated; None: auto")
+    truncated_is_degenerate: bool = Field(False, description="count answers cut at max_new_tokens as degenerate")
+    batch_size: int = Field(32, ge=1)
+    # relevance thresholds, calibrated by bench/relevance_calibration.py (see bench/README.md)
+    min_prompt_similarity: float = Field(0.3, description="relevant: cosine(answer, prompt) at least this")
+    min_reference_similarity: float = Field(0.3, description="relevant: cosine(answer, untrained answer) at least this")
+    min_similarity_gain: float = Field(-0.25, description="relevant: cosine to the untrained answer minus cosine to the prompt (an echo of the prompt scores low)")
+    min_novel_words: int = Field(2, ge=0, description="relevant: content words the prompt did not already contain")
+    kl_prompts: int = Field(8, ge=0, description="measure KL(π_θ ‖ π_0) on the answers to this many held-out prompts (0: off)")
+    cache_untrained: bool = Field(True, description="reuse the untrained model's greedy answers across runs (same model, prompts, settings)")
+
+
+class RunConfig(BaseModel):
+    """One personalization experiment: the treated arm, and optionally its control and the in-context oracle, per seed."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1] = CONFIG_VERSION
+    method: Literal["sdpo"] = "sdpo"
+    profile: str = Field("concise", description="profile name or path to a profile YAML")
+    interactions: int = Field(64, ge=1)
+    batch_size: int = Field(4, ge=1)
+    seed: int = 0
+    seeds: int = Field(1, ge=1, description="repeat with seeds seed, seed+1, …; curves report means with 95% intervals")
+    control: bool = Field(True, description="also run an identical arm whose follow-ups are always neutral messages")
+    oracle: bool = Field(True, description="also evaluate the untrained model with the profile in its system prompt")
+    threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
+    jobs: int = Field(2, ge=1, description="arms run in parallel processes")
+    save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")
+    neutral_pool: str = Field("builtin", description="messages of the control arm's user and of the neutral baseline (one pool): 'builtin' (small talk, acknowledgements), 'unrelated' (unrelated questions) or a text file")
+    policy: PolicySettings = PolicySettings()
+    prompts: PromptSettings = PromptSettings()
+    generation: GenerationSettings = GenerationSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    trainer: SDPOConfig = SDPOConfig()
+    eval: EvalSettings = EvalSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.eval.every % self.batch_size:
+            raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of batch_size ({self.batch_size})")
+        return self
+
+    def with_budgets(self, min_words: int) -> RunConfig:
+        """Fill the automatic token budgets: 96 (train) and 160 (eval) tokens, or room for the profile's
+        word minimum (2 tokens a word) when it asks for more, so that a cut answer is never judged too short."""
+        need = 2 * min_words
+        generation = self.generation.max_new_tokens or max(96, need)
+        evaluation = self.eval.max_new_tokens or max(160, need)
+        return self.model_copy(update={
+            "generation": self.generation.model_copy(update={"max_new_tokens": generation}),
+            "eval": self.eval.model_copy(update={"max_new_tokens": evaluation}),
+        })
+
+    def arms(self) -> list[tuple[str, int]]:
+        """(arm, seed) pairs that train."""
+        names = ["treated", "control"] if self.control else ["treated"]
+        return [(arm, self.seed + k) for k in range(self.seeds) for arm in names]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> RunConfig:
+        return load_model_file(cls, path)

@@ -1,0 +1,136 @@
+"""Held-out evaluation: greedy answers to fixed prompts, scored for the profile, degeneration, relevance and drift."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from harness.config import EvalSettings
+from harness.engine import Engine, Generation, SamplingParams
+from harness.policy import Policy
+from harness.records import Arm, EvalRecord, SampleRecord
+from harness.runtime import cache_dir
+from judges.degeneration import assess
+from judges.relevance import Embedder, novel_content_words
+from simulators.profile import Profile, words
+
+ORACLE_SYSTEM = "Tailor every answer to this user, who describes themselves as follows:\n{description}"
+
+
+def oracle_system(profile: Profile, base: str | None) -> str:
+    """The in-context oracle's system prompt: the persona appended to the usual one."""
+    persona = ORACLE_SYSTEM.format(description=profile.description.strip())
+    return f"{base}\n\n{persona}" if base else persona
+
+
+class Evaluator:
+    """Scores a policy on the held-out prompts; the untrained model's answers are the relevance reference."""
+
+    def __init__(self, profile: Profile, prompts: Sequence[str], settings: EvalSettings, embedder: Embedder):
+        self.profile = profile
+        self.prompts = list(prompts)
+        self.settings = settings
+        self.embedder = embedder
+        self.prompt_vectors = embedder.embed(self.prompts)
+        self.reference_vectors: torch.Tensor | None = None
+
+    def set_reference(self, answers: Sequence[str]) -> None:
+        self.reference_vectors = self.embedder.embed(answers)
+
+    def run(self, policy: Policy, engine: Engine, *, arm: Arm, seed: int, interactions: int, system: str | None = None) -> tuple[EvalRecord, list[SampleRecord]]:
+        start = time.perf_counter()
+        s = self.settings
+        contexts = [policy.encode_chat(policy.messages(p, system=system)) for p in self.prompts]
+        params = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=0.0)
+        if arm in ("initial", "oracle") and s.cache_untrained:
+            answers = _cached_generate(policy, engine, contexts, params)
+        else:
+            answers = engine.generate(contexts, params)
+        texts = [a.text for a in answers]
+        vectors = self.embedder.embed(texts)
+        prompt_sim = (vectors * self.prompt_vectors).sum(-1).tolist()
+        ref_sim = (vectors * self.reference_vectors).sum(-1).tolist() if self.reference_vectors is not None else [1.0] * len(texts)
+        kl = None  # the oracle's prompt differs from the policy's, so its drift is not measured
+        if s.kl_prompts and arm in ("treated", "control"):
+            kl = self._kl(policy, contexts[: s.kl_prompts], answers[: s.kl_prompts])
+        elif arm == "initial":
+            kl = 0.0
+
+        samples, flags = [], []
+        for prompt, answer, ps, rs in zip(self.prompts, answers, prompt_sim, ref_sim):
+            failed = [c.describe() for c in self.profile.failures(answer.text)]
+            degeneration = assess(answer.text, answer.finished, truncated_counts=s.truncated_is_degenerate)
+            novel = novel_content_words(answer.text, prompt)
+            relevant = ps >= s.min_prompt_similarity and rs >= s.min_reference_similarity and rs - ps >= s.min_similarity_gain and novel >= s.min_novel_words
+            clean = not failed and not degeneration.degenerate and relevant
+            flags.append((not failed, degeneration, relevant, clean))
+            samples.append(
+                SampleRecord(
+                    arm=arm, seed=seed, interactions=interactions, prompt=prompt, answer=answer.text, words=words(answer.text),
+                    compliant=not failed, failed_checks=failed, degeneration=degeneration.reasons(),
+                    prompt_similarity=round(ps, 4), reference_similarity=round(rs, 4), novel_words=novel, relevant=relevant, clean=clean,
+                )
+            )
+        n = len(samples)
+
+        def share(values) -> float:
+            return sum(map(float, values)) / n
+
+        record = EvalRecord(
+            arm=arm, seed=seed, interactions=interactions, n=n,
+            compliance=share(f[0] for f in flags),
+            clean=share(f[3] for f in flags),
+            degenerate=share(f[1].degenerate for f in flags),
+            relevant=share(f[2] for f in flags),
+            mean_words=share(x.words for x in samples),
+            apology=share(f[1].apology for f in flags),
+            meta=share(f[1].meta for f in flags),
+            looping=share(f[1].looping for f in flags),
+            empty=share(f[1].empty for f in flags),
+            truncated=share(f[1].truncated for f in flags),
+            repetition=share(f[1].repetition for f in flags),
+            distinct2=share(f[1].distinct2 for f in flags),
+            prompt_similarity=share(prompt_sim),
+            reference_similarity=share(ref_sim),
+            kl=kl,
+            seconds=time.perf_counter() - start,
+        )
+        return record, samples
+
+    @torch.no_grad()
+    def _kl(self, policy: Policy, contexts: list[list[int]], answers: list[Generation], chunk: int = 8) -> float:
+        """Mean over answers of the per-token full-vocabulary KL(π_θ ‖ π_0) along each answer."""
+        per_answer: list[float] = []
+        with policy.initial() as initial:
+            for i in range(0, len(contexts), chunk):
+                ctx, ys = contexts[i : i + chunk], [a.token_ids for a in answers[i : i + chunk]]
+                current = policy.score(ctx, ys, full_logits=True)
+                before = initial.score(ctx, ys, full_logits=True)
+                log_p, log_q = current.logits.log_softmax(-1), before.logits.log_softmax(-1)
+                kl = (log_p.exp() * (log_p - log_q)).sum(-1) * current.mask
+                per_answer += (kl.sum(-1) / current.mask.sum(-1)).tolist()
+        return sum(per_answer) / len(per_answer)
+
+
+def _cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    """Greedy answers of an untrained model, cached on disk: same weights file, contexts and settings → same answers."""
+    import transformers
+
+    source = str(policy.model.name_or_path)
+    stamp = [f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in sorted(Path(source).glob("*.safetensors"))]
+    key = json.dumps([source, stamp, contexts, params.max_new_tokens, getattr(engine, "batch_size", None), str(policy.device),
+                      str(policy.model.dtype), torch.__version__, transformers.__version__])
+    path = cache_dir() / "answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+    if path.is_file():
+        return [Generation(a["text"], tuple(a["token_ids"]), a["finished"]) for a in json.loads(path.read_text())]
+    answers = engine.generate(contexts, params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
+    tmp.replace(path)
+    return answers

@@ -1,0 +1,217 @@
+"""The online personalization loop.
+
+Per arm and seed: for N interactions in batches, draw training prompts → the policy answers (sampled) → the
+simulated user replies → one trainer update; every K interactions, evaluate on the held-out prompts.
+Before the arms start, the untrained model is evaluated once (the curves' x = 0 point and the reference
+answers for relevance), and, with ``oracle``, once more with the profile in its system prompt.
+The control arm is identical except that its user always sends a neutral message.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import queue
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import RunConfig
+from harness.engine import HFEngine, SamplingParams
+from harness.evaluate import Evaluator, oracle_system
+from harness.interaction import Interaction
+from harness.policy import Policy
+from harness.prompts import load_prompts
+from harness.records import EvalRecord, InteractionRecord, RunInfo, TrainRecord, append_jsonl, now, write_json
+from harness.runtime import quiet_libraries, seed_everything, set_threads
+from judges.relevance import Embedder
+from simulators import build_simulator
+from simulators.neutral import NeutralSimulator, load_pool
+from simulators.profile import load_profile
+from trainers.sdpo import SDPOTrainer
+
+Event = dict
+Sink = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class ArmJob:
+    config: RunConfig
+    run_dir: Path
+    arm: str
+    seed: int
+    reference: tuple[str, ...]
+
+
+def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "") -> RunInfo:
+    """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events."""
+    from harness.report import write_report
+
+    config = config.with_budgets(load_profile(config.profile).min_words())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    info = RunInfo(run_id=run_dir.name, versions=_versions(), command=command)
+    write_json(run_dir / "run.json", info)
+    start = time.perf_counter()
+    try:
+        reference = _baseline_evals(config, run_dir, sink)
+        jobs = [ArmJob(config, run_dir, arm, seed, reference) for arm, seed in config.arms()]
+        _run_jobs(jobs, config.jobs, sink)
+        write_report(run_dir)
+        info.status = "finished"
+    except BaseException as exc:
+        info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        info.finished, info.seconds = now(), round(time.perf_counter() - start, 1)
+        info.device = info.device or _device_name(config)
+        write_json(run_dir / "run.json", info)
+    return info
+
+
+def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, ...]:
+    """Evaluate the untrained model (and the oracle); return its answers as the relevance reference."""
+    quiet_libraries()
+    set_threads(config.threads * min(config.jobs, len(config.arms())) if config.threads else None)
+    seed_everything(config.seed)
+    profile = load_profile(config.profile)
+    prompts = load_prompts(config.prompts)
+    policy = Policy.load(config.policy)
+    engine = HFEngine(policy, batch_size=config.eval.batch_size)
+    evaluator = Evaluator(profile, prompts.heldout, config.eval, Embedder(device=policy.device))
+    sink({"type": "phase", "text": f"evaluating the untrained model on {len(prompts.heldout)} held-out prompts"})
+    record, samples = evaluator.run(policy, engine, arm="initial", seed=config.seed, interactions=0)
+    _write_eval(run_dir, record, samples, sink)
+    if config.oracle:
+        sink({"type": "phase", "text": "evaluating the in-context oracle (profile in the system prompt)"})
+        system = oracle_system(profile, config.policy.system_prompt)
+        oracle, oracle_samples = evaluator.run(policy, engine, arm="oracle", seed=config.seed, interactions=0, system=system)
+        _write_eval(run_dir, oracle, oracle_samples, sink)
+    return tuple(s.answer for s in samples)
+
+
+def _write_eval(run_dir: Path, record: EvalRecord, samples: list, sink: Sink) -> None:
+    append_jsonl(run_dir / "metrics.jsonl", record)
+    for sample in samples:
+        append_jsonl(run_dir / "samples.jsonl", sample)
+    sink({"type": "eval", "arm": record.arm, "seed": record.seed, "record": record.model_dump()})
+
+
+def _run_jobs(jobs: list[ArmJob], workers: int, sink: Sink) -> None:
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            run_arm(job, sink)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        events = manager.Queue()
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            futures = [pool.submit(_run_arm_in_worker, job, events) for job in jobs]
+            pending = set(futures)
+            while pending:
+                _drain(events, sink, timeout=0.2)
+                done = {f for f in pending if f.done()}
+                for future in done:
+                    future.result()  # re-raise a worker's failure here
+                pending -= done
+            _drain(events, sink, timeout=0)
+
+
+def _drain(events, sink: Sink, timeout: float) -> None:
+    try:
+        sink(events.get(timeout=timeout) if timeout else events.get_nowait())
+        while True:
+            sink(events.get_nowait())
+    except queue.Empty:
+        pass
+
+
+def _run_arm_in_worker(job: ArmJob, events) -> None:
+    try:
+        run_arm(job, events.put)
+    except BaseException:
+        events.put({"type": "error", "arm": job.arm, "seed": job.seed, "text": traceback.format_exc()})
+        raise
+
+
+def run_arm(job: ArmJob, sink: Sink) -> None:
+    """Train one arm for one seed, evaluating every ``eval.every`` interactions."""
+    config, run_dir, arm, seed = job.config, job.run_dir, job.arm, job.seed
+    quiet_libraries()
+    set_threads(config.threads)
+    seed_everything(seed)
+    profile = load_profile(config.profile)
+    prompts = load_prompts(config.prompts)
+    policy = Policy.load(config.policy)
+    policy.snapshot_initial()  # the reference for KL to the initial policy (and the KL anchor)
+    engine = HFEngine(policy)
+    evaluator = Evaluator(profile, prompts.heldout, config.eval, Embedder(device=policy.device))
+    evaluator.set_reference(job.reference)
+    pool = load_pool(config.neutral_pool)
+    simulator = build_simulator(config.simulator) if arm == "treated" else NeutralSimulator(pool, salt=f"control-{seed}")
+    trainer = SDPOTrainer(policy, config.trainer, seed=seed, neutral_pool=pool)
+    params = SamplingParams(**config.generation.model_dump())
+    total = config.interactions
+    sink({"type": "start", "arm": arm, "seed": seed, "total": total})
+    for step, first in enumerate(range(0, total, config.batch_size)):
+        indices = range(first, min(first + config.batch_size, total))
+        t0 = time.perf_counter()
+        prompt_texts = [prompts.draw(i, seed) for i in indices]
+        messages = [policy.messages(p) for p in prompt_texts]
+        contexts = [policy.encode_chat(m) for m in messages]
+        answers = engine.generate(contexts, params)
+        t1 = time.perf_counter()
+        followups = simulator.respond([[*m, {"role": "assistant", "content": a.text}] for m, a in zip(messages, answers)], profile)
+        t2 = time.perf_counter()
+        batch = [Interaction(i, p, m, c, a, f) for i, p, m, c, a, f in zip(indices, prompt_texts, messages, contexts, answers, followups)]
+        result = trainer.step(batch)
+        t3 = time.perf_counter()
+        for interaction, summary in zip(batch, result.per_interaction):
+            append_jsonl(run_dir / "interactions.jsonl", InteractionRecord(
+                arm=arm, seed=seed, index=interaction.index, step=step, prompt=interaction.prompt,
+                response=interaction.response.text, response_tokens=len(interaction.response.token_ids),
+                finished=interaction.response.finished, followup=interaction.followup.text,
+                followup_raw=interaction.followup.raw, satisfied=interaction.followup.satisfied, advantage=summary,
+            ))
+        done = indices[-1] + 1
+        timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
+        append_jsonl(run_dir / "metrics.jsonl", TrainRecord(
+            arm=arm, seed=seed, step=step, interactions=done, metrics=result.metrics, timings=timings, skipped=result.skipped,
+        ))
+        satisfied = [f.satisfied for f in followups if f.satisfied is not None]
+        sink({"type": "step", "arm": arm, "seed": seed, "done": done, "total": total, "loss": result.metrics.get("loss"),
+              "satisfied": sum(satisfied) / len(satisfied) if satisfied else None, "skipped": result.skipped})
+        if done % config.eval.every == 0 or done == total:
+            record, samples = evaluator.run(policy, engine, arm=arm, seed=seed, interactions=done)
+            _write_eval(run_dir, record, samples, sink)
+    if arm == "treated" and config.save_checkpoint:
+        policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
+    sink({"type": "done", "arm": arm, "seed": seed})
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from harness import __version__
+
+    return {"hindsight": __version__, "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _device_name(config: RunConfig) -> str:
+    from harness.runtime import resolve_device
+
+    device = resolve_device(config.policy.device)
+    cores = os.cpu_count() or 0
+    return f"{device.type} ({cores} cores, {sys.platform})" if device.type == "cpu" else f"cuda ({_cuda_name()})"
+
+
+def _cuda_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)

@@ -1,0 +1,148 @@
+"""The run log: typed, versioned records and the files that hold them.
+
+``results/<run-id>/``
+    ``config.yaml``         the fully resolved RunConfig
+    ``run.json``            RunInfo: status, versions, timings
+    ``interactions.jsonl``  one InteractionRecord per interaction (prompt, answer, follow-up, advantage summary)
+    ``metrics.jsonl``       TrainRecord per update and EvalRecord per evaluation point
+    ``samples.jsonl``       SampleRecord per held-out answer at each evaluation point
+    ``curve.png``, ``summary.md``, ``checkpoints/<arm>-s<seed>/``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+Arm = Literal["treated", "control", "initial", "oracle"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class InteractionRecord(_Record):
+    arm: Arm
+    seed: int
+    index: int = Field(description="0-based interaction number within the arm")
+    step: int = Field(description="the update this interaction fed (0-based)")
+    prompt: str
+    response: str
+    response_tokens: int
+    finished: bool = Field(description="the answer ended on end-of-turn (not cut at max_new_tokens)")
+    followup: str
+    followup_raw: str
+    satisfied: bool | None
+    advantage: dict = Field(default_factory=dict, description="per-token advantage summary (mean/min/max, extreme tokens)")
+
+
+class TrainRecord(_Record):
+    kind: Literal["train"] = "train"
+    arm: Arm
+    seed: int
+    step: int
+    interactions: int = Field(description="interactions seen after this update")
+    metrics: dict[str, float]
+    timings: dict[str, float] = Field(description="seconds per part (generate, simulate, train) and the whole step (step)")
+    skipped: str | None = None
+
+
+class EvalRecord(_Record):
+    kind: Literal["eval"] = "eval"
+    arm: Arm
+    seed: int
+    interactions: int
+    n: int = Field(description="held-out prompts scored")
+    compliance: float
+    clean: float = Field(description="compliant, not degenerate and relevant: the headline number")
+    degenerate: float
+    relevant: float
+    mean_words: float
+    apology: float
+    meta: float
+    looping: float
+    empty: float
+    truncated: float
+    repetition: float = Field(description="mean repeated-4-gram fraction")
+    distinct2: float
+    prompt_similarity: float
+    reference_similarity: float
+    kl: float | None = Field(description="mean per-token KL(π_θ ‖ π_0) on these answers")
+    seconds: float
+
+
+class SampleRecord(_Record):
+    arm: Arm
+    seed: int
+    interactions: int
+    prompt: str
+    answer: str
+    words: int
+    compliant: bool
+    failed_checks: list[str]
+    degeneration: list[str]
+    prompt_similarity: float
+    reference_similarity: float
+    novel_words: int
+    relevant: bool
+    clean: bool
+
+
+MetricRecord = Annotated[TrainRecord | EvalRecord, Field(discriminator="kind")]
+METRIC = TypeAdapter(MetricRecord)
+
+
+class RunInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_id: str
+    status: Literal["running", "finished", "failed"] = "running"
+    created: str = Field(default_factory=lambda: now())
+    finished: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    device: str = ""
+    command: str = ""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def append_jsonl(path: Path, record: BaseModel) -> None:
+    """Append one record as one line with a single O_APPEND write (safe with several writer processes)."""
+    line = (record.model_dump_json() + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path, model: type[BaseModel] | TypeAdapter) -> Iterator:
+    if not path.is_file():
+        return
+    validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield validate(json.loads(line))
+
+
+def write_json(path: Path, record: BaseModel) -> None:
+    """Write atomically: temp file, fsync, rename."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(record.model_dump_json(indent=2))
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)

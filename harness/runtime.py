@@ -1,0 +1,57 @@
+"""Process-wide runtime settings: cache folder, torch threads, device and dtype, seeding."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+def cache_dir() -> Path:
+    """Where converted models and other derived artefacts live (``$HINDSIGHT_CACHE`` overrides)."""
+    root = os.environ.get("HINDSIGHT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hindsight"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_device(device: DeviceName = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 on CPU (bf16 matmuls are slow and less exact on most CPUs)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads; ``None`` keeps torch's default (see bench/README.md for why 1 is the default)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' per-load progress bars and advisory warnings (our own progress replaces them)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

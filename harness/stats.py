@@ -1,0 +1,50 @@
+"""Intervals for curves: t-intervals across seeds, Wilson intervals for shares over prompts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+# two-sided 95% Student-t quantiles for 1..30 degrees of freedom
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t95(df: int) -> float:
+    return _T95[df - 1] if df <= len(_T95) else 1.96
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval across seeds (a zero-width interval for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, mean, mean
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t95(n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def wilson(share: float, n: int) -> tuple[float, float, float]:
+    """Share and its 95% Wilson interval over ``n`` trials."""
+    if n == 0:
+        return share, 0.0, 1.0
+    z = 1.96
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return share, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval(values: Sequence[float], n_items: int, proportion: bool) -> tuple[float, float, float]:
+    """Across seeds when there are several; else, for a share, over the ``n_items`` prompts.
+
+    A share over several seeds gets the union of the t-interval across seeds and the Wilson interval of the
+    pooled count (seeds × prompts), clipped to [0, 1]: seeds that agree (all 0/32) do not make it certain.
+    """
+    if len(values) == 1 and proportion:
+        return wilson(values[0], n_items)
+    mean, low, high = mean_ci(values)
+    if not proportion:
+        return mean, low, high
+    _, pooled_low, pooled_high = wilson(mean, n_items * len(values))
+    return mean, max(0.0, min(low, pooled_low)), min(1.0, max(high, pooled_high))

@@ -1,0 +1,97 @@
+"""Load YAML into pydantic models with one-line errors that name the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import UserInputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml(path: Path) -> tuple[object, yaml.Node | None]:
+    """Parsed data and its node tree (for line numbers); YAML syntax errors become UserInputError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError("no such file", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read: {exc}", path=path) from None
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserInputError(f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else None) from None
+
+
+def node_line(node: yaml.Node | None, loc: tuple) -> int | None:
+    """1-based line of the deepest node on ``loc`` that exists in the tree."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                # an unknown key: point at the key itself
+                key_node = next((k for k, _ in node.value if k.value == str(key)), None)
+                return key_node.start_mark.line + 1 if key_node is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def validate(model: type[M], data: object, *, path: Path, tree: yaml.Node | None = None) -> M:
+    """``model.model_validate(data)`` with a one-line UserInputError on failure."""
+    if not isinstance(data, dict):
+        raise UserInputError(f"expected a mapping of fields, got {type(data).__name__}", path=path, line=1)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = _data_path(data, first["loc"])
+        field = ".".join(str(p) for p in loc) or None
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(_fields(model, loc[:-1])))
+            message = f"unknown field (allowed here: {allowed})" if allowed else "unknown field"
+        raise UserInputError(message, path=path, line=node_line(tree, loc), field=field) from None
+
+
+def _data_path(data: object, loc: tuple) -> tuple:
+    """Pydantic's error location with union tags (e.g. a check's 'kind' value) dropped: the path as written in YAML."""
+    path, node = [], data
+    for n, part in enumerate(loc):
+        last = n == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif not last:
+            continue  # a tag pydantic inserted, not a key of the file
+        path.append(part)
+    return tuple(path)
+
+
+def load_model_file(model: type[M], path: Path) -> M:
+    data, tree = read_yaml(path)
+    return validate(model, data, path=path, tree=tree)
+
+
+def _fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for 'allowed here' hints; best effort."""
+    current: type[BaseModel] | None = model
+    for key in loc:
+        if current is None or isinstance(key, int):
+            continue
+        info = current.model_fields.get(str(key))
+        annotation = getattr(info, "annotation", None)
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return list(current.model_fields) if current is not None else []

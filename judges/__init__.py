@@ -1,0 +1,1 @@
+"""Judges: what scores an answer — degeneration flags, embedding relevance, and (with profiles) compliance."""

@@ -1,0 +1,23 @@
+"""A user simulated by any LLM that litellm reaches (a provider, or any OpenAI-compatible base URL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.llm_client import LLMClient
+from harness.policy import Message
+from simulators.base import Followup, last_turns
+from simulators.profile import Profile
+from simulators.prompt import clean_reply, simulator_messages
+
+
+class LLMSimulator:
+    def __init__(self, client: LLMClient):
+        self.client = client
+
+    def respond(self, conversations: Sequence[Sequence[Message]], profile: Profile) -> list[Followup]:
+        out = []
+        for conversation in conversations:
+            raw = self.client.complete(simulator_messages(profile, *last_turns(conversation)))
+            out.append(Followup(text=clean_reply(raw), raw=raw))
+        return out

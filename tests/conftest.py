@@ -1,0 +1,24 @@
+"""Shared fixtures: the real embedded SmolLM2 policy (loaded once per test process)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.policy import Policy, PolicySettings
+from harness.runtime import quiet_libraries
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    quiet_libraries()
+    torch.set_num_threads(1)
+    return Policy.load(PolicySettings(device="cpu"))
+
+
+@pytest.fixture()
+def fresh_policy() -> Policy:
+    """A policy the test may train (a fresh load, ~3 s)."""
+    quiet_libraries()
+    torch.set_num_threads(1)
+    return Policy.load(PolicySettings(device="cpu"))

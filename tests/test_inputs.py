@@ -1,0 +1,123 @@
+"""Bad inputs give one line naming the file, line and field, exit 2 — from the real CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserInputError
+from harness.prompts import PromptSettings, load_prompts
+from simulators.profile import load_profile, load_profile_file
+
+HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_profile_with_a_bad_field_names_file_line_and_field(tmp_path):
+    bad = write(tmp_path / "terse.yaml", "name: terse\ndescription: I like short answers, please.\nchecks:\n  - kind: max_words\n    value: -3\n    followup: shorter\n")
+    with pytest.raises(UserInputError) as caught:
+        load_profile_file(bad)
+    message = caught.value.render()
+    assert message.startswith(f"{bad}:5: field 'checks.0.value'")
+    result = cli("profiles", "validate", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "checks.0.value" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "needle"),
+    [
+        ("name: terse\ndescription: [unclosed\n", ":3", "invalid YAML"),
+        ("name: terse\ndescription: I like short answers.\ncolour: blue\n", ":3: field 'colour'", "unknown field"),
+        ("name: other\ndescription: I like short answers.\n", ": field 'name'", "must match the file name"),
+        ("name: terse\ndescription: I like short answers.\nchecks:\n  - kind: forbid\n    pattern: '(('\n    followup: stop\n", ":5: field 'checks.0.pattern'", "regex"),
+        ("name: terse\ndescription: I like short answers.\nchecks:\n  - kind: shout\n    followup: stop\n", ":4: field 'checks.0'", "kind"),
+        ("- a list\n", ":1", "mapping"),
+    ],
+)
+def test_profile_errors(tmp_path, text, where, needle):
+    path = write(tmp_path / "terse.yaml", text)
+    with pytest.raises(UserInputError) as caught:
+        load_profile_file(path)
+    message = caught.value.render()
+    assert message.startswith(f"{path}{where}"), message
+    assert needle in message
+
+
+def test_unknown_profile_lists_where_to_look():
+    with pytest.raises(UserInputError, match="profiles list"):
+        load_profile("no-such-profile")
+
+
+def test_profile_search_path_prefers_the_users_folder(tmp_path, monkeypatch):
+    write(tmp_path / "concise.yaml", "name: concise\ndescription: My own concise, overriding the built-in one.\n")
+    monkeypatch.setenv("HINDSIGHT_PROFILES", str(tmp_path))
+    assert load_profile("concise").description.startswith("My own")
+
+
+def test_prompt_file_errors_name_the_line(tmp_path):
+    path = write(tmp_path / "p.jsonl", json.dumps({"prompt": "ok"}) + "\n" + "{broken\n")
+    with pytest.raises(UserInputError, match=rf"^{path}:2: not valid JSON"):
+        load_prompts(PromptSettings(source=str(path)))
+    path = write(tmp_path / "p.jsonl", json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"prompt": ""}) + "\n")
+    with pytest.raises(UserInputError, match=rf"^{path}:2: field 'prompt'"):
+        load_prompts(PromptSettings(source=str(path)))
+    path = write(tmp_path / "p.jsonl", json.dumps({"prompt": "ok", "split": "dev"}) + "\n")
+    with pytest.raises(UserInputError, match=rf"^{path}:1: field 'split'"):
+        load_prompts(PromptSettings(source=str(path)))
+
+
+def test_prompt_file_without_splits_holds_out_every_fourth(tmp_path):
+    path = write(tmp_path / "p.jsonl", "".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(8)))
+    prompts = load_prompts(PromptSettings(source=str(path), eval_prompts=2))
+    assert prompts.heldout == ("question 3", "question 7")
+    assert len(prompts.train) == 6
+    # every training prompt once per epoch, in a seeded order
+    assert sorted(prompts.draw(i, seed=1) for i in range(6)) == sorted(prompts.train)
+    assert [prompts.draw(i, seed=1) for i in range(6)] == [prompts.draw(i, seed=1) for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--profile", "nobody"], "unknown profile 'nobody'"),
+        (["--prompts", "/no/such.jsonl", "--dry-run"], "/no/such.jsonl: no such prompt file"),
+        (["--batch-size", "3", "--eval-every", "4", "--dry-run"], "multiple of batch_size"),
+        (["--loss", "hinge", "--dry-run"], "trainer.loss"),
+        (["--set", "trainer.lr", "--dry-run"], "expected KEY=VALUE"),
+        (["--set", "trainer.nonsense=1", "--dry-run"], "trainer.nonsense"),
+        (["--run-id", "../escape", "--dry-run"], None),
+        (["--interactions", "0"], "Invalid value"),
+        (["--no-such-option"], "No such option"),
+    ],
+)
+def test_bad_personalize_options_exit_2_with_one_line(args, needle):
+    result = cli("personalize", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if needle:
+        assert needle in result.stderr
+
+
+def test_run_id_cannot_escape_results():
+    result = cli("personalize", "--run-id", "../escape")
+    assert result.returncode == 2 and "letters, digits" in result.stderr
+
+
+def test_dry_run_prints_a_config_that_validates_again(tmp_path):
+    from harness.config import RunConfig
+
+    result = cli("personalize", "--profile", "concise", "--lr", "1e-5", "--set", "trainer.epochs=2", "--no-control", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    config = RunConfig.from_file(write(tmp_path / "config.yaml", result.stdout))
+    assert config.trainer.lr == 1e-5 and config.trainer.epochs == 2 and config.control is False

@@ -1,0 +1,62 @@
+"""The SDPO trainer on the real SmolLM2: what must and must not move the weights."""
+
+import torch
+
+from harness.engine import Generation
+from harness.interaction import Interaction
+from simulators.base import Followup
+from trainers.sdpo import SDPOConfig, SDPOTrainer
+
+
+def make_interaction(policy, prompt: str, answer: str, followup: str) -> Interaction:
+    messages = policy.messages(prompt)
+    tokens = tuple(policy.tokenizer.encode(answer, add_special_tokens=False) + [policy.eos_token_id])
+    return Interaction(0, prompt, messages, policy.encode_chat(messages), Generation(answer, tokens, True), Followup(followup, followup))
+
+
+def weights(policy) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in policy.model.parameters()]).clone()
+
+
+ANSWER = "Rice is a grain. Rinse it, add two cups of water per cup of rice, boil, then simmer covered for eighteen minutes."
+
+
+def test_followup_equal_to_the_neutral_one_gives_zero_advantage_and_no_update(fresh_policy):
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(baseline="neutral", lr=1e-3), seed=0)
+    interaction = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "placeholder")
+    neutral = trainer.neutral_followup(interaction)
+    interaction.followup = Followup(neutral, neutral)
+    before = weights(fresh_policy)
+    result = trainer.step([interaction])
+    assert result.skipped is None
+    assert result.metrics["advantage_mean"] == 0.0
+    assert result.per_interaction[0]["neutral_followup"] == neutral
+    assert torch.equal(weights(fresh_policy), before)
+
+
+def test_plain_baseline_with_an_empty_hindsight_is_a_no_op(fresh_policy):
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(baseline="plain", template="{prompt}{followup}", lr=1e-3), seed=0)
+    before = weights(fresh_policy)
+    result = trainer.step([make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "")])
+    assert abs(result.metrics["advantage_mean"]) < 1e-4
+    assert torch.allclose(weights(fresh_policy), before, atol=1e-6)
+
+
+def test_a_complaint_moves_the_policy_and_is_summarised(fresh_policy):
+    for loss in ("sampled_token", "full_kl", "topk_kl"):
+        trainer = SDPOTrainer(fresh_policy, SDPOConfig(loss=loss, kl_anchor=0.1, ignore_first_k=2, lr=1e-4), seed=0)
+        before = weights(fresh_policy)
+        result = trainer.step([make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "Way too long. One sentence, please.")])
+        assert result.skipped is None, loss
+        assert not torch.equal(weights(fresh_policy), before), loss
+        summary = result.per_interaction[0]
+        assert summary["tokens"] == len(fresh_policy.tokenizer.encode(ANSWER, add_special_tokens=False)) + 1
+        assert "eos" in summary and len(summary["most_negative"]) == 3
+        assert {"loss", "grad_norm", "kl_anchor", "advantage_mean"} <= set(result.metrics)
+
+
+def test_template_must_have_both_placeholders():
+    import pytest
+
+    with pytest.raises(ValueError):
+        SDPOConfig(template="no placeholders here")

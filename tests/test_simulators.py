@@ -1,0 +1,104 @@
+"""Simulated users: scripted, complaining, neutral (control), and an LLM user over real HTTP through litellm."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from harness.config import RunConfig, SimulatorSettings
+from harness.llm_client import LLMSettings
+from simulators import build_simulator
+from simulators.neutral import NeutralSimulator, load_pool
+from simulators.profile import load_profile
+
+PROMPT = "How do plants make food?"
+SHORT = "Plants use sunlight, water and carbon dioxide to make sugar."
+LONG = " ".join(["Plants make food through photosynthesis in their leaves."] * 12)
+
+
+def conversation(answer: str) -> list[dict]:
+    return [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": answer}]
+
+
+def test_scripted_user_complains_only_about_failed_checks():
+    profile = load_profile("concise")
+    short, long = build_simulator(SimulatorSettings()).respond([conversation(SHORT), conversation(LONG)], profile)
+    assert short.satisfied is True and short.text in profile.satisfied
+    assert long.satisfied is False and long.text in profile.checks[0].followup
+    again = build_simulator(SimulatorSettings()).respond([conversation(LONG)], profile)[0]
+    assert again == long  # deterministic
+
+
+def test_complaining_user_complains_whatever_the_answer():
+    profile = load_profile("concise")
+    replies = build_simulator(SimulatorSettings(kind="complain")).respond([conversation(SHORT), conversation(LONG)], profile)
+    complaints = {line for check in profile.checks for line in check.followup}
+    assert all(r.satisfied is False and r.text in complaints for r in replies)
+
+
+def test_neutral_user_draws_from_the_pool_with_its_salt():
+    pool = load_pool("builtin")
+    a = NeutralSimulator(pool, salt="control-0").respond([conversation(LONG)] * 2, load_profile("concise"))
+    assert a[0] == a[1] and a[0].text in pool and a[0].satisfied is None
+    salts = {NeutralSimulator(pool, salt=f"control-{k}").respond([conversation(LONG)], load_profile("concise"))[0].text for k in range(20)}
+    assert len(salts) > 5
+    assert set(load_pool("unrelated")).isdisjoint(pool)
+
+
+def test_token_budgets_make_room_for_a_word_minimum():
+    plain = RunConfig().with_budgets(load_profile("concise").min_words())
+    assert (plain.generation.max_new_tokens, plain.eval.max_new_tokens) == (96, 160)
+    detailed = RunConfig().with_budgets(load_profile("detailed").min_words())
+    assert detailed.generation.max_new_tokens >= 2 * 120 and detailed.eval.max_new_tokens >= 2 * 120
+    fixed = RunConfig.model_validate({"generation": {"max_new_tokens": 7}}).with_budgets(500)
+    assert fixed.generation.max_new_tokens == 7  # an explicit budget is kept
+
+
+class _ChatServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint standing in for a paid provider; records each request body."""
+
+    requests: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        reply = {
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": '"Too long, keep it short please."'}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_llm_user_speaks_through_an_openai_compatible_server(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SIM_KEY", "secret-123")
+    try:
+        llm = LLMSettings(model="openai/sim", api_base=f"http://127.0.0.1:{server.server_port}/v1", api_key_env="SIM_KEY", retries=0)
+        profile = load_profile("concise")
+        reply = build_simulator(SimulatorSettings(kind="llm", llm=llm)).respond([conversation(LONG)], profile)[0]
+    finally:
+        server.shutdown()
+    assert reply.text == "Too long, keep it short please." and reply.raw.startswith('"')
+    sent = _ChatServer.requests[-1]
+    assert sent["path"].endswith("/chat/completions") and sent["auth"] == "Bearer secret-123"
+    system, user = sent["body"]["messages"]
+    assert profile.description.strip() in system["content"] and "Never answer the request yourself" in system["content"]
+    assert PROMPT in user["content"] and LONG in user["content"]
+
+
+def test_local_user_is_the_embedded_model_with_the_same_instructions():
+    simulator = build_simulator(SimulatorSettings(kind="local", model="smollm2-135m", temperature=0.0, max_tokens=16))
+    replies = simulator.respond([conversation(LONG), conversation(SHORT)], load_profile("concise"))
+    assert len(replies) == 2 and all(r.raw.strip() for r in replies)
+    assert not simulator.policy.model.training and not any(p.requires_grad for p in simulator.policy.model.parameters())

@@ -1,0 +1,69 @@
+"""Pure loss functions on per-token tensors ([B, T] or [B, T, V], with a [B, T] bool mask).
+
+Every loss averages over a sequence's valid tokens first, then over the batch (each answer weighs the same,
+whatever its length), as the SDPO paper's code does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid tokens of each row, then over rows that have any valid token."""
+    mask = mask.to(values.dtype)
+    counts = mask.sum(-1)
+    per_row = (values * mask).sum(-1) / counts.clamp(min=1)
+    valid = counts > 0
+    return per_row[valid].mean() if valid.any() else values.sum() * 0.0
+
+
+def centre(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Subtract each sequence's mean advantage over its valid tokens (masked positions stay 0)."""
+    m = mask.to(advantages.dtype)
+    mean = (advantages * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)
+    return (advantages - mean) * m
+
+
+def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float | None) -> torch.Tensor:
+    """PPO-style surrogate: −min(r·A, clip(r, 1±ε)·A), r = exp(logπ − logπ_old). With r ≡ 1 its gradient is −A·∇logπ."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    surrogate = ratio * advantages
+    if clip_eps is not None:
+        surrogate = torch.minimum(surrogate, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
+    return sequence_mean(-surrogate, mask)
+
+
+def tilted_teacher(student_logits: torch.Tensor, hindsight_logits: torch.Tensor, baseline_logits: torch.Tensor) -> torch.Tensor:
+    """Teacher log-distribution log q ∝ log π_θ + log π(·|H(o)) − log π(·|baseline), all but π_θ detached.
+
+    With the plain prompt as baseline (the paper's setting, same weights) this is exactly log π(·|H(o)); with the
+    neutral baseline it moves the student only by what the follow-up changed, not by the hindsight prompt itself.
+    """
+    log_q = student_logits.detach().log_softmax(-1) + hindsight_logits.log_softmax(-1) - baseline_logits.log_softmax(-1)
+    return log_q.log_softmax(-1)
+
+
+def reverse_kl_loss(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary reverse KL(π_θ ‖ q) at every completion position."""
+    log_p = student_logits.log_softmax(-1)
+    kl = (log_p.exp() * (log_p - teacher_logprobs)).sum(-1)
+    return sequence_mean(kl, mask)
+
+
+def topk_reverse_kl_loss(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Reverse KL restricted to the student's top-k tokens plus one bucket holding the rest of the mass of each."""
+    log_p = student_logits.log_softmax(-1)
+    top = log_p.topk(k, dim=-1).indices
+    lp_top = log_p.gather(-1, top)
+    lq_top = teacher_logprobs.gather(-1, top)
+    lp_tail = torch.log1p(-lp_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    lq_tail = torch.log1p(-lq_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    kl = (lp_top.exp() * (lp_top - lq_top)).sum(-1) + lp_tail.exp() * (lp_tail - lq_tail)
+    return sequence_mean(kl, mask)
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased, non-negative estimate of KL(π_θ ‖ π_ref) on sampled tokens (Schulman's k3)."""
+    log_ratio = ref_logprobs - logprobs
+    return sequence_mean(torch.exp(log_ratio) - log_ratio - 1, mask)

@@ -1,0 +1,181 @@
+"""Online SDPO: self-distillation from the user's follow-up.
+
+The policy answered x with y and the user replied o. The same model re-scores y under a hindsight prompt
+H(x, o) that shows o; the per-token advantage is
+
+    A_t = log π(y_t | H(x, o), y<t) − log π(y_t | B, y<t)          (both sides detached)
+
+where the baseline context B is the plain prompt x (the paper) or, with ``baseline="neutral"``, the same
+hindsight prompt filled with a neutral follow-up o_n, H(x, o_n). On a small model the hindsight prompt itself
+pulls answers (shorter, apologetic) whatever the user said; the neutral baseline cancels that pull so only
+what the user said remains, at the cost of one more no-grad forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.interaction import Interaction
+from harness.policy import Policy
+from simulators.neutral import load_pool, pick_neutral
+from trainers import losses
+from trainers.base import StepResult
+
+PAPER_TEMPLATE = "{prompt}\n\nThe following is a future user message. Use this to guide your answer to the user prompt: {followup}"
+
+
+class SDPOConfig(BaseModel):
+    """Everything that defines an SDPO update. Defaults are chosen from the evidence in docs/experiments.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(2e-5, gt=0, description="AdamW learning rate (constant)")
+    loss: Literal["sampled_token", "full_kl", "topk_kl"] = Field(
+        "sampled_token",
+        description=(
+            "sampled_token: policy gradient with the per-token advantage A_t on the sampled tokens (the paper's choice); "
+            "full_kl: reverse KL(π_θ ‖ q) over the whole vocabulary at each answer position, q ∝ π_θ·π(·|H(o))/π(·|B); "
+            "topk_kl: the same over the student's top-k tokens plus one bucket for the rest"
+        ),
+    )
+    baseline: Literal["neutral", "plain"] = Field(
+        "neutral", description="reference context B: 'plain' = the prompt without follow-up (paper), 'neutral' = H(x, neutral follow-up)"
+    )
+    template: str = Field(PAPER_TEMPLATE, description="hindsight user turn; must contain {prompt} and {followup}")
+    centre: bool = Field(False, description="subtract each answer's mean advantage (sampled_token only)")
+    clip_eps: float | None = Field(0.2, gt=0, description="PPO ratio clipping ε (only bites when epochs > 1)")
+    epochs: int = Field(1, ge=1, description="updates per batch of interactions")
+    kl_anchor: float = Field(0.0, ge=0, description="β of a k3 KL penalty to the initial policy on sampled tokens")
+    ignore_first_k: int = Field(0, ge=0, description="leave the first k answer tokens out of the loss")
+    advantage_clip: float | None = Field(None, gt=0, description="clamp each token's advantage to [-c, c] (tames single-token spikes)")
+    include_eos: bool = Field(True, description="train on the end-of-turn token when the answer emitted it")
+    topk: int = Field(20, ge=1, description="k for loss=topk_kl")
+    max_grad_norm: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+    def model_post_init(self, _context: object) -> None:
+        if "{prompt}" not in self.template or "{followup}" not in self.template:
+            raise ValueError("template must contain {prompt} and {followup}")
+
+
+class SDPOTrainer:
+    """One SDPO update per batch of interactions; see the module docstring for the advantage."""
+
+    def __init__(self, policy: Policy, config: SDPOConfig, seed: int = 0, neutral_pool: Sequence[str] | None = None):
+        self.policy = policy
+        self.config = config
+        self.seed = seed
+        self.neutral_pool = tuple(neutral_pool) if neutral_pool is not None else load_pool()
+        if config.kl_anchor > 0:
+            policy.snapshot_initial()  # the anchor is the policy as it was before this trainer's first update
+        params = [p for p in policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    def hindsight_messages(self, interaction: Interaction, followup: str) -> list[dict[str, str]]:
+        """The policy's own chat with the last user turn rewritten by the template."""
+        *head, last = interaction.messages
+        content = self.config.template.format(prompt=last["content"], followup=followup)
+        return [*head, {"role": "user", "content": content}]
+
+    def neutral_followup(self, interaction: Interaction) -> str:
+        return pick_neutral(self.neutral_pool, f"{interaction.prompt}\x00{interaction.response.text}", salt=f"baseline-{self.seed}")
+
+    def step(self, batch: Sequence[Interaction]) -> StepResult:
+        cfg, policy = self.config, self.policy
+        completions = [self._completion(i) for i in batch]
+        keep = [n for n, y in enumerate(completions) if y]
+        if not keep:
+            return StepResult(metrics={}, per_interaction=[{} for _ in batch], skipped="no answer tokens to train on")
+        size = len(batch)
+        batch = [batch[n] for n in keep]
+        completions = [completions[n] for n in keep]
+        full = cfg.loss != "sampled_token"
+        student_ctx = [i.context_ids for i in batch]
+        hindsight_ctx = [policy.encode_chat(self.hindsight_messages(i, i.followup.text)) for i in batch]
+        neutral = [self.neutral_followup(i) for i in batch] if cfg.baseline == "neutral" else None
+
+        with torch.no_grad():
+            teacher = policy.score(hindsight_ctx, completions, full_logits=full)
+            if neutral is not None:
+                base_ctx = [policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, neutral)]
+                base = policy.score(base_ctx, completions, full_logits=full)
+            else:
+                base = None  # the plain prompt under the current weights == the student's own (detached) scores
+            ref = None
+            if cfg.kl_anchor > 0:
+                with policy.initial() as initial:
+                    ref = initial.score(student_ctx, completions).logprobs
+
+        mask = teacher.mask.clone()
+        if cfg.ignore_first_k:
+            mask[:, : cfg.ignore_first_k] = False
+        old_logprobs = None
+        metrics: dict[str, float] = {}
+        for _ in range(cfg.epochs):
+            student = policy.score(student_ctx, completions, full_logits=full)
+            if old_logprobs is None:
+                old_logprobs = student.logprobs.detach()
+                base_lp = base.logprobs if base is not None else old_logprobs
+                raw_adv = (teacher.logprobs - base_lp).masked_fill(~teacher.mask, 0.0)
+                if cfg.advantage_clip is not None:
+                    raw_adv = raw_adv.clamp(-cfg.advantage_clip, cfg.advantage_clip)
+                advantages = losses.centre(raw_adv, mask) if cfg.centre else raw_adv.masked_fill(~mask, 0.0)
+            if cfg.loss == "sampled_token":
+                loss = losses.policy_gradient_loss(student.logprobs, old_logprobs, advantages, mask, cfg.clip_eps)
+            else:
+                base_logits = base.logits if base is not None else student.logits.detach()
+                target = losses.tilted_teacher(student.logits, teacher.logits, base_logits)
+                if cfg.loss == "full_kl":
+                    loss = losses.reverse_kl_loss(student.logits, target, mask)
+                else:
+                    loss = losses.topk_reverse_kl_loss(student.logits, target, mask, cfg.topk)
+            kl = losses.k3_kl(student.logprobs, ref, mask) if ref is not None else None
+            total = loss + cfg.kl_anchor * kl if kl is not None else loss
+            if not torch.isfinite(total):
+                self.optimizer.zero_grad(set_to_none=True)
+                return StepResult(metrics={"loss": float(total)}, per_interaction=[{} for _ in range(size)], skipped="non-finite loss")
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                return StepResult(metrics={"loss": float(total), "grad_norm": float(grad_norm)}, per_interaction=[{} for _ in range(size)], skipped="non-finite gradient")
+            self.optimizer.step()
+            metrics = {"loss": loss.item(), "grad_norm": grad_norm.item()}
+            if kl is not None:
+                metrics["kl_anchor"] = kl.item()
+        valid = mask.float()
+        metrics["advantage_mean"] = float((raw_adv * valid).sum() / valid.sum().clamp(min=1))
+        metrics["answer_tokens"] = float(teacher.mask.sum())
+        per_interaction: list[dict] = [{} for _ in range(size)]
+        for row, n in enumerate(keep):
+            per_interaction[n] = self._summary(raw_adv[row], teacher.mask[row], completions[row], neutral[row] if neutral else None)
+        return StepResult(metrics=metrics, per_interaction=per_interaction)
+
+    def _completion(self, interaction: Interaction) -> list[int]:
+        tokens = list(interaction.response.token_ids)
+        if not self.config.include_eos and interaction.response.finished:
+            tokens = tokens[:-1]
+        return tokens
+
+    def _summary(self, adv: torch.Tensor, mask: torch.Tensor, tokens: list[int], neutral: str | None) -> dict:
+        """Per-answer advantage statistics and the tokens the follow-up pushed hardest either way."""
+        values = adv[mask].tolist()
+        pieces = [self.policy.tokenizer.decode([t]) for t in tokens]
+        order = sorted(range(len(values)), key=values.__getitem__)
+        summary = {
+            "mean": sum(values) / len(values),
+            "min": min(values),
+            "max": max(values),
+            "tokens": len(values),
+            "most_negative": [[pieces[i], round(values[i], 3)] for i in order[:3]],
+            "most_positive": [[pieces[i], round(values[i], 3)] for i in order[::-1][:3]],
+        }
+        if tokens and tokens[-1] == self.policy.eos_token_id:
+            summary["eos"] = values[-1]
+        if neutral is not None:
+            summary["neutral_followup"] = neutral
+        return summary
