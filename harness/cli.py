@@ -91,37 +91,37 @@ def check_run_id(run_id: str) -> str:
 
 @app.command(rich_help_panel="Experiments")
 def personalize(
-    profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile name (`hindsight profiles list`) or path to a profile YAML. [default: concise]", rich_help_panel="What")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. [default: smollm2-135m]", rich_help_panel="What")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile name (`hindsight profiles list`) or path to a profile YAML. (default: concise)", rich_help_panel="What")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. (default: smollm2-135m)", rich_help_panel="What")] = None,
     prompts: Annotated[Optional[str], typer.Option(help="'builtin', a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), or hf:NAME.", rich_help_panel="What")] = None,
-    interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", help="Interactions per arm. [default: 64]", min=1, rich_help_panel="Budget")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Interactions per update. [default: 4]", min=1, rich_help_panel="Budget")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every K interactions (multiple of batch size). [default: 32]", min=1, rich_help_panel="Budget")] = None,
-    eval_prompts: Annotated[Optional[int], typer.Option(help="Held-out prompts per evaluation. [default: 32]", min=1, rich_help_panel="Budget")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest training answer in tokens. [default: 96, more for profiles with a word minimum]", min=1, rich_help_panel="Budget")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="First seed. [default: 0]", rich_help_panel="Budget")] = None,
-    seeds: Annotated[Optional[int], typer.Option(help="Repeat with N seeds; curves show means with 95% intervals. [default: 1]", min=1, rich_help_panel="Budget")] = None,
-    control: Annotated[Optional[bool], typer.Option("--control/--no-control", help="Also run an identical arm whose user only sends neutral messages: tells learning from the hindsight prompt's own pull. [default: on]", rich_help_panel="Arms")] = None,
-    oracle: Annotated[Optional[bool], typer.Option("--oracle/--no-oracle", help="Also evaluate the untrained model with the profile in its system prompt (reference line). [default: on]", rich_help_panel="Arms")] = None,
-    neutral_pool: Annotated[Optional[str], typer.Option(help="Messages of the control arm's user and of the neutral baseline: builtin (small talk, acknowledgements), unrelated (unrelated questions) or a text file, one message per line. [default: builtin]", rich_help_panel="Arms")] = None,
-    simulator: Annotated[Optional[str], typer.Option(help="Who writes follow-ups: scripted (profile rules, offline), llm (litellm), local (a local model), complain (diagnostic: complains whatever the answer). [default: scripted]", rich_help_panel="User")] = None,
+    interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", help="Interactions per arm. (default: 64)", min=1, rich_help_panel="Budget")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Interactions per update. (default: 4)", min=1, rich_help_panel="Budget")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every K interactions (multiple of batch size). (default: 32)", min=1, rich_help_panel="Budget")] = None,
+    eval_prompts: Annotated[Optional[int], typer.Option(help="Held-out prompts per evaluation. (default: 32)", min=1, rich_help_panel="Budget")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest training answer in tokens. (default: 96, more for profiles with a word minimum)", min=1, rich_help_panel="Budget")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="First seed. (default: 0)", rich_help_panel="Budget")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Repeat with N seeds; curves show means with 95% intervals. (default: 1)", min=1, rich_help_panel="Budget")] = None,
+    control: Annotated[Optional[bool], typer.Option("--control/--no-control", help="Also run an identical arm whose user only sends neutral messages: tells learning from the hindsight prompt's own pull. (default: on)", rich_help_panel="Arms")] = None,
+    oracle: Annotated[Optional[bool], typer.Option("--oracle/--no-oracle", help="Also evaluate the untrained model with the profile in its system prompt (reference line). (default: on)", rich_help_panel="Arms")] = None,
+    neutral_pool: Annotated[Optional[str], typer.Option(help="Messages of the control arm's user and of the neutral baseline: builtin (small talk, acknowledgements), unrelated (unrelated questions) or a text file, one message per line. (default: builtin)", rich_help_panel="Arms")] = None,
+    simulator: Annotated[Optional[str], typer.Option(help="Who writes follow-ups: scripted (profile rules, offline), llm (litellm), local (a local model), complain (diagnostic: complains whatever the answer). (default: scripted)", rich_help_panel="User")] = None,
     simulator_model: Annotated[Optional[str], typer.Option(help="For --simulator llm: a litellm model ('openai/NAME' with --api-base); for local: a model spec.", rich_help_panel="User")] = None,
     api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --simulator llm, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="User")] = None,
     api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the API key (the key itself is never stored).", rich_help_panel="User")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate. [default: 2e-5]", rich_help_panel="Trainer")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). [default: sampled_token]", rich_help_panel="Trainer")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="Advantage reference: neutral = hindsight prompt with a neutral follow-up (cancels the prompt's own pull), plain = the prompt alone (paper). [default: neutral]", rich_help_panel="Trainer")] = None,
-    kl_anchor: Annotated[Optional[float], typer.Option(help="Weight of a KL penalty to the initial policy. [default: 0]", rich_help_panel="Trainer")] = None,
-    ignore_first_k: Annotated[Optional[int], typer.Option(help="Leave the first k answer tokens out of the loss. [default: 0]", rich_help_panel="Trainer")] = None,
-    centre: Annotated[Optional[bool], typer.Option("--centre/--no-centre", help="Subtract each answer's mean advantage. [default: off]", rich_help_panel="Trainer")] = None,
-    lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", help="Train a LoRA adapter (r=16) instead of all weights. [default: off]", rich_help_panel="Trainer")] = None,
-    template: Annotated[Optional[str], typer.Option(help="Hindsight user turn with {prompt} and {followup}. [default: the paper's wording]", rich_help_panel="Trainer")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when present, bf16 there), cpu or cuda. [default: auto]", rich_help_panel="Machine")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads per process (see bench/README.md). [default: 1]", min=1, rich_help_panel="Machine")] = None,
-    jobs: Annotated[Optional[int], typer.Option(help="Arms (treated/control × seeds) trained in parallel processes. [default: 2]", min=1, rich_help_panel="Machine")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate. (default: 2e-5)", rich_help_panel="Trainer")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). (default: sampled_token)", rich_help_panel="Trainer")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Advantage reference: neutral = hindsight prompt with a neutral follow-up (cancels the prompt's own pull), plain = the prompt alone (paper). (default: neutral)", rich_help_panel="Trainer")] = None,
+    kl_anchor: Annotated[Optional[float], typer.Option(help="Weight of a KL penalty to the initial policy. (default: 0)", rich_help_panel="Trainer")] = None,
+    ignore_first_k: Annotated[Optional[int], typer.Option(help="Leave the first k answer tokens out of the loss. (default: 0)", rich_help_panel="Trainer")] = None,
+    centre: Annotated[Optional[bool], typer.Option("--centre/--no-centre", help="Subtract each answer's mean advantage. (default: off)", rich_help_panel="Trainer")] = None,
+    lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", help="Train a LoRA adapter (r=16) instead of all weights. (default: off)", rich_help_panel="Trainer")] = None,
+    template: Annotated[Optional[str], typer.Option(help="Hindsight user turn with {prompt} and {followup}. (default: the paper's wording)", rich_help_panel="Trainer")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when present, bf16 there), cpu or cuda. (default: auto)", rich_help_panel="Machine")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads per process (see bench/README.md). (default: 1)", min=1, rich_help_panel="Machine")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Arms (treated/control × seeds) trained in parallel processes. (default: 2)", min=1, rich_help_panel="Machine")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Start from a config YAML (e.g. a run's config.yaml); options given here override it.", rich_help_panel="Config")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: --set trainer.epochs=2 (repeatable).", rich_help_panel="Config")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="Folder name under results/. [default: date-method-profile]", rich_help_panel="Config")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Folder name under results/. (default: date-method-profile)", rich_help_panel="Config")] = None,
     results: Annotated[Path, typer.Option(help="Where runs are written.", rich_help_panel="Config")] = RESULTS,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.", rich_help_panel="Config")] = False,
 ) -> None:
@@ -426,3 +426,73 @@ def models_warm(model: Annotated[str, typer.Argument(help="Model spec to resolve
     path = resolve_model(model)
     console.print(f"{model}: {path} ({time.perf_counter() - start:.1f} s)", highlight=False)
     console.print(f"relevance embedder: {minilm_path()}", highlight=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cache
+# ----------------------------------------------------------------------------------------------------------
+cache_app = typer.Typer(help="The on-disk cache of LLM calls made by simulators and judges.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+def cache_stats() -> None:
+    """Entries, size on disk and entries per model."""
+    from harness.llm_client import ResponseCache
+
+    cache = ResponseCache()
+    stats = cache.stats()
+    console.print(f"{cache.root}: {stats.entries} entries, {stats.bytes / 1024:.1f} KiB", highlight=False, soft_wrap=True)
+    if stats.per_model:
+        table = Table()
+        table.add_column("model")
+        table.add_column("entries", justify="right")
+        for model, count in stats.per_model.items():
+            table.add_row(model, str(count))
+        console.print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(model: Annotated[Optional[str], typer.Option(help="Remove only this model's entries (as `cache stats` names it).")] = None) -> None:
+    """Remove cached LLM replies (all, or one model's); the next run calls the LLM again."""
+    from harness.llm_client import ResponseCache
+
+    cache = ResponseCache()
+    entries, size = cache.clear(model)
+    what = f"removed {entries} entries ({size / 1024:.1f} KiB)" + (f" of {model}" if model else "")
+    console.print(f"{what} from {cache.root}", highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# serve
+# ----------------------------------------------------------------------------------------------------------
+@app.command(rich_help_panel="Models")
+def serve(
+    model: Annotated[str, typer.Option(help="Policy: 'smollm2-135m' (embedded), a .gguf file, a model or checkpoint folder, or a hub id.")] = "smollm2-135m",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one (printed).", min=0, max=65535)] = 8000,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's own choice).", min=1)] = None,
+) -> None:
+    """Serve a policy as an OpenAI-compatible endpoint (POST /v1/chat/completions, GET /v1/models) until Ctrl-C.
+
+    Use it as an LLM user or judge: --simulator llm --simulator-model openai/NAME --api-base http://HOST:PORT/v1
+    """
+    from harness.policy import Policy, PolicySettings
+    from harness.runtime import quiet_libraries, set_threads
+    from harness.serve import PolicyServer
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserInputError(f"--device {device}: use auto, cpu or cuda")
+    quiet_libraries()
+    set_threads(threads)
+    policy = Policy.load(PolicySettings(model=model, device=device))  # type: ignore[arg-type]
+    policy.model.eval().requires_grad_(False)
+    server = PolicyServer(policy, model_name=Path(model).stem if model.endswith(".gguf") else Path(model).name, host=host, port=port, verbose=True)
+    typer.echo(f"serving {model} at {server.url} (model name '{server.model_name}'; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

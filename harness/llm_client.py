@@ -1,12 +1,26 @@
-"""One client for every LLM call a simulator or judge makes, through litellm (imported lazily: it is slow)."""
+"""One client for every LLM call a simulator or judge makes, through litellm (imported lazily: it is slow).
+
+Replies are cached on disk, one JSON file per request under ``cache_dir()/llm`` (``$HINDSIGHT_LLM_CACHE`` overrides), keyed by the sha256 of what
+decides the output (model, api_base, messages, temperature, max_tokens), never the API key. Re-running an
+evaluation therefore makes no new calls; with ``temperature > 0`` the cached sample is replayed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.policy import Message
+from harness.runtime import cache_dir
 
 
 class LLMSettings(BaseModel):
@@ -20,17 +34,101 @@ class LLMSettings(BaseModel):
     max_tokens: int = 64
     timeout_s: float = 60.0
     retries: int = 3
+    cache: bool = Field(True, description="reuse replies cached on disk for identical requests")
+
+
+@dataclass(frozen=True)
+class LLMUsage:
+    """What a client has spent: new calls and their tokens and cost; cache hits cost nothing.
+
+    ``cost_usd`` is None when litellm does not know the price of a model that was called.
+    """
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    entries: int
+    bytes: int
+    per_model: dict[str, int]
+
+
+class ResponseCache:
+    """One JSON file per request; written to a temporary file and renamed, so concurrent processes never see half an entry."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root if root is not None else Path(os.environ.get("HINDSIGHT_LLM_CACHE") or cache_dir() / "llm")
+
+    @staticmethod
+    def key(settings: LLMSettings, messages: list[Message]) -> str:
+        request = {"model": settings.model, "api_base": settings.api_base, "messages": messages,
+                   "temperature": settings.temperature, "max_tokens": settings.max_tokens}
+        return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored entry, or None when absent or unreadable (a damaged entry is simply fetched again)."""
+        try:
+            entry = json.loads((self.root / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return entry if isinstance(entry, dict) and isinstance(entry.get("text"), str) else None
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=self.root, prefix=f".{key}.", suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+            json.dump(entry, tmp, ensure_ascii=False)
+        os.replace(tmp.name, self.root / f"{key}.json")
+
+    def _entries(self) -> list[tuple[Path, str]]:
+        out = []
+        for path in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
+            try:
+                model = str(json.loads(path.read_text(encoding="utf-8")).get("model", "?"))
+            except (OSError, ValueError, AttributeError):
+                model = "?"
+            out.append((path, model))
+        return out
+
+    def stats(self) -> CacheStats:
+        entries = self._entries()
+        size = sum(p.stat().st_size for p, _ in entries)
+        return CacheStats(entries=len(entries), bytes=size, per_model=dict(Counter(m for _, m in entries).most_common()))
+
+    def clear(self, model: str | None = None) -> tuple[int, int]:
+        """Remove every entry (and stray temporary files), or only ``model``'s; returns (entries, bytes) removed."""
+        doomed = [p for p, m in self._entries() if model is None or m == model]
+        if model is None and self.root.is_dir():
+            doomed += list(self.root.glob(".*.tmp"))
+        size = 0
+        for path in doomed:
+            size += path.stat().st_size
+            path.unlink(missing_ok=True)
+        return sum(p.suffix == ".json" for p in doomed), size
 
 
 class LLMClient:
-    def __init__(self, settings: LLMSettings):
+    """Chat completions through litellm, with the disk cache and per-client token and cost accounting."""
+
+    def __init__(self, settings: LLMSettings, cache: ResponseCache | None = None):
         self.settings = settings
+        self.cache = cache if cache is not None else ResponseCache()
+        self._usage = LLMUsage()
+        self._lock = threading.Lock()
 
     def complete(self, messages: list[Message]) -> str:
+        s = self.settings
+        key = ResponseCache.key(s, messages)
+        if s.cache and (hit := self.cache.get(key)) is not None:
+            self._count(cache_hit=True)
+            return hit["text"]
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
-        s = self.settings
         response = litellm.completion(
             model=s.model,
             messages=messages,
@@ -41,4 +139,32 @@ class LLMClient:
             timeout=s.timeout_s,
             num_retries=s.retries,
         )
-        return response.choices[0].message.content or ""
+        text = response.choices[0].message.content or ""
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        try:
+            cost: float | None = float(litellm.completion_cost(completion_response=response))
+        except Exception:  # litellm raises assorted errors for models it has no price for
+            cost = None
+        self._count(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
+        if s.cache:
+            self.cache.put(key, {"model": s.model, "api_base": s.api_base, "messages": messages, "temperature": s.temperature,
+                                 "max_tokens": s.max_tokens, "text": text, "prompt_tokens": prompt_tokens,
+                                 "completion_tokens": completion_tokens, "cost_usd": cost})
+        return text
+
+    def _count(self, *, cache_hit: bool = False, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float | None = 0.0) -> None:
+        with self._lock:
+            u = self._usage
+            self._usage = LLMUsage(
+                calls=u.calls + (not cache_hit),
+                cache_hits=u.cache_hits + cache_hit,
+                prompt_tokens=u.prompt_tokens + prompt_tokens,
+                completion_tokens=u.completion_tokens + completion_tokens,
+                cost_usd=None if u.cost_usd is None or cost is None else u.cost_usd + cost,
+            )
+
+    def usage(self) -> LLMUsage:
+        """A snapshot of this client's calls, cache hits, new tokens and cost so far."""
+        return self._usage

@@ -48,3 +48,23 @@ def interval(values: Sequence[float], n_items: int, proportion: bool) -> tuple[f
         return mean, low, high
     _, pooled_low, pooled_high = wilson(mean, n_items * len(values))
     return mean, max(0.0, min(low, pooled_low)), min(1.0, max(high, pooled_high))
+
+
+def bootstrap_ci(scores: Sequence[float | None], resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean score, resampling items (prompts) with replacement.
+
+    ``None`` items (e.g. invalid verdicts) are resampled like the others but left out of each resample's mean;
+    None when no item has a score.
+    """
+    import numpy as np
+
+    values = np.array([np.nan if s is None else s for s in scores], dtype=float)
+    if not np.any(~np.isnan(values)):
+        return None
+    sample = values[np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))]
+    valid = ~np.isnan(sample)
+    counts = valid.sum(axis=1)
+    means = np.where(valid, sample, 0.0).sum(axis=1)[counts > 0] / counts[counts > 0]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

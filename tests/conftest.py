@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
 from harness.policy import Policy, PolicySettings
 from harness.runtime import quiet_libraries
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the tests' LLM calls out of the user's cache (subprocesses inherit it); converted models stay shared."""
+    os.environ["HINDSIGHT_LLM_CACHE"] = tempfile.mkdtemp(prefix="hindsight-llm-cache-")
 
 
 @pytest.fixture(scope="session")

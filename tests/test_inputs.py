@@ -1,6 +1,8 @@
 """Bad inputs give one line naming the file, line and field, exit 2 — from the real CLI."""
 
+import inspect
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +123,15 @@ def test_dry_run_prints_a_config_that_validates_again(tmp_path):
     assert result.returncode == 0, result.stderr
     config = RunConfig.from_file(write(tmp_path / "config.yaml", result.stdout))
     assert config.trainer.lr == 1e-5 and config.trainer.epochs == 2 and config.control is False
+
+
+def test_personalize_help_documents_every_option_and_its_default():
+    from harness.cli import personalize
+
+    result = subprocess.run([*HINDSIGHT, "personalize", "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+    assert result.returncode == 0
+    flags = [p.replace("_", "-").rstrip("-") for p in inspect.signature(personalize).parameters]
+    missing = [f for f in flags if f"--{f}" not in result.stdout]
+    assert not missing, missing
+    for shown in ("(default: 64)", "(default: concise)", "(default: 2e-5)", "(default: neutral)"):
+        assert shown in result.stdout, shown

@@ -1,0 +1,146 @@
+"""The pairwise persona judge: which of two responses would this user prefer, asked in both orders, parsed strictly.
+
+Each pair is judged with A shown first, then again with the two swapped (that verdict is mapped back); when the
+two orders disagree the pair is a tie, which cancels position bias. A reply that is not exactly A, B or TIE is
+invalid: counted and reported, never scored as a loss, and it makes the pair invalid.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness.policy import Message
+from harness.stats import bootstrap_ci
+from judges.backends import JudgeBackend
+from judges.base import Pair, Verdict, Winner
+
+SYSTEM_PERSONA = """You compare two replies an AI assistant could give, on behalf of one particular user.
+
+This user describes what they want from answers as follows:
+{persona}
+
+Decide which reply this user would prefer, going only by the preferences they state above. Ignore your own taste, \
+the replies' length and their order unless the user's preferences make them matter. If neither reply suits this user \
+better than the other, call it a tie.
+
+Answer with exactly one of: A, B, TIE. Write nothing else."""
+
+SYSTEM_GENERIC = """You compare two replies an AI assistant could give to the same request.
+
+Decide which reply answers the request better. Ignore the replies' length and their order. If neither is better, call it a tie.
+
+Answer with exactly one of: A, B, TIE. Write nothing else."""
+
+USER = """The conversation so far:
+{conversation}
+
+Reply A:
+<<<
+{a}
+>>>
+
+Reply B:
+<<<
+{b}
+>>>
+
+Which reply would {who} prefer? Answer A, B or TIE."""
+
+_PREFIX = re.compile(r"(?i)^(?:answer|verdict)\s*:\s*")
+_MARKUP = re.compile(r"[*_`]")
+_EDGES = string.whitespace + string.punctuation
+
+
+def render_conversation(prompt: str | Sequence[Message]) -> str:
+    if isinstance(prompt, str):
+        return prompt.strip()
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content'].strip()}" for m in prompt)
+
+
+def judge_messages(prompt: str | Sequence[Message], a: str, b: str, persona: str | None = None) -> list[Message]:
+    """The judge's chat: the persona (if any) in the system message, the conversation and both replies in the user turn."""
+    system = SYSTEM_PERSONA.format(persona=persona.strip()) if persona else SYSTEM_GENERIC
+    who = "this user" if persona else "a careful reader"
+    user = USER.format(conversation=render_conversation(prompt), a=a.strip(), b=b.strip(), who=who)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def parse_verdict(text: str) -> Winner:
+    """A, B or tie when the whole reply is one of them (case, surrounding punctuation, bold and a leading
+    'Answer:'/'Verdict:' aside); anything else, including 'BOTH' or 'I think A', is invalid."""
+    core = _PREFIX.sub("", _MARKUP.sub("", text).strip(_EDGES)).strip(_EDGES).upper()
+    return {"A": "A", "B": "B", "TIE": "tie"}.get(core, "invalid")
+
+
+def _swap(winner: Winner) -> Winner:
+    return {"A": "B", "B": "A"}.get(winner, winner)  # type: ignore[return-value]
+
+
+def combine(first: Winner, second: Winner) -> Winner:
+    """Both orders' winners in the caller's labels → the pair's: invalid if either is, the shared one, else a tie."""
+    if "invalid" in (first, second):
+        return "invalid"
+    return first if first == second else "tie"
+
+
+class PairwiseJudge:
+    """Judges each pair in both orders with any ``JudgeBackend``."""
+
+    def __init__(self, backend: JudgeBackend):
+        self.backend = backend
+        self.name = f"pairwise:{backend.name}"
+
+    def compare(self, pairs: Sequence[Pair], persona: str | None = None) -> list[Verdict]:
+        prompts = [m for p in pairs for m in (judge_messages(p.prompt, p.a, p.b, persona), judge_messages(p.prompt, p.b, p.a, persona))]
+        replies = self.backend.answer(prompts)
+        out = []
+        for first, second in zip(replies[0::2], replies[1::2]):
+            orders = (parse_verdict(first.text), _swap(parse_verdict(second.text)))
+            out.append(Verdict(winner=combine(*orders), orders=orders, raw=(first.describe(), second.describe()), backend=self.backend.name))
+        return out
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """A's record against B over a set of verdicts (one per prompt).
+
+    ``win_rate`` counts ties as half a win and ``decisive`` drops them (wins / (wins + losses)); both leave invalid
+    verdicts out and are None when nothing is left. ``ci`` is a seeded bootstrap 95% interval of ``win_rate``
+    over prompts. ``swap_agreement`` is the share of pairs judged validly in both orders whose two orders agree.
+    """
+
+    n: int
+    wins: int
+    losses: int
+    ties: int
+    invalid: int
+    win_rate: float | None
+    decisive: float | None
+    ci: tuple[float, float] | None
+    swap_agreement: float | None
+    invalid_rate: float
+
+
+_SCORE = {"A": 1.0, "tie": 0.5, "B": 0.0, "invalid": None}
+
+
+def summarize(verdicts: Sequence[Verdict], *, resamples: int = 2000, seed: int = 0) -> WinRate:
+    counts = {w: sum(v.winner == w for v in verdicts) for w in ("A", "B", "tie", "invalid")}
+    wins, losses, ties, invalid = counts["A"], counts["B"], counts["tie"], counts["invalid"]
+    valid = wins + losses + ties
+    swapped = [v.orders for v in verdicts if len(v.orders) == 2 and "invalid" not in v.orders]
+    return WinRate(
+        n=len(verdicts),
+        wins=wins,
+        losses=losses,
+        ties=ties,
+        invalid=invalid,
+        win_rate=(wins + ties / 2) / valid if valid else None,
+        decisive=wins / (wins + losses) if wins + losses else None,
+        ci=bootstrap_ci([_SCORE[v.winner] for v in verdicts], resamples=resamples, seed=seed),
+        swap_agreement=sum(a == b for a, b in swapped) / len(swapped) if swapped else None,
+        invalid_rate=invalid / len(verdicts) if verdicts else 0.0,
+    )
