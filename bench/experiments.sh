@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The runs behind docs/experiments.md: the default (3 seeds, control, oracle) and one-factor variations of it.
 #
-#   bench/experiments.sh              # all of them, two processes at a time (~1.5 h on 2 cores)
+#   bench/experiments.sh              # all of them, two processes at a time (~2 h on 2 cores)
 #   bench/experiments.sh plain lora   # only the named ones
 #
 # Each writes results/exp-NAME/ (log: results/exp-NAME.log); `hindsight compare results/exp-*` tabulates them,
@@ -19,6 +19,7 @@ args_of() {
     default)   ARGS=(--seeds 3) ;;
     plain)     ARGS=(--baseline plain --jobs 1 --no-oracle) ;;
     complain)  ARGS=(--simulator complain --no-control --no-oracle) ;;
+    long)      ARGS=(-n 128 --no-control --no-oracle) ;;
     kl0.1)     ARGS=(--kl-anchor 0.1 --no-control --no-oracle) ;;
     ignore2)   ARGS=(--ignore-first-k 2 --no-control --no-oracle) ;;
     lr1e-5)    ARGS=(--lr 1e-5 --no-control --no-oracle) ;;
@@ -29,7 +30,7 @@ args_of() {
     *) echo "unknown experiment '$1' (known: ${ORDER[*]})" >&2; exit 2 ;;
   esac
 }
-ORDER=(default plain complain kl0.1 ignore2 lr5e-5 lora unrelated template lr1e-5)
+ORDER=(default plain complain long kl0.1 ignore2 lr5e-5 lora unrelated template lr1e-5)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${ORDER[@]}")
 for name in "${names[@]}"; do args_of "$name"; done  # fail on a bad name before starting anything

@@ -181,9 +181,8 @@ def personalize(
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise UserInputError(first["msg"], path=config, field=field or None) from None
-    from simulators.profile import load_profile
-
     from harness.prompts import load_prompts
+    from simulators.profile import load_profile
 
     resolved = resolved.with_budgets(load_profile(resolved.profile).min_words())  # fails fast on a bad profile
     load_prompts(resolved.prompts)

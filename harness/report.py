@@ -54,7 +54,7 @@ def curves(evals: list[EvalRecord], field: str, share: bool) -> dict[str, list[P
         for x in sorted(points):
             records = points[x]
             mean, low, high = interval([getattr(r, field) for r in records], records[0].n, share)
-            series.append(Point(x, mean, low, high, len(records)))
+            series.append(Point(x, mean, max(low, 0.0), high, len(records)))  # every metric here is non-negative
         out[arm] = series
     return out
 

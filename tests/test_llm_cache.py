@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,43 +17,25 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.llm_client import LLMClient, LLMSettings, ResponseCache
 
+from stub_provider import StubProvider
+
 HELLO = [{"role": "user", "content": "Say hello."}]
 BYE = [{"role": "user", "content": "Say goodbye."}]
 
 
-class _Provider(BaseHTTPRequestHandler):
-    """Replies with the reversed last message; usage counts words of the request and of the reply."""
+REQUESTS: list[dict] = []
 
-    requests: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"auth": self.headers.get("Authorization"), "body": body})
-        content = body["messages"][-1]["content"][::-1] + f" t={body.get('temperature')}"
-        prompt_tokens = sum(len(m["content"].split()) for m in body["messages"]) * 100
-        reply = {
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1000, "total_tokens": prompt_tokens + 1000},
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
+def _reverse(body: dict) -> tuple[str, int, int]:
+    """The reversed last message; usage counts words of the request (×100) and a flat 1000 for the reply."""
+    text = body["messages"][-1]["content"][::-1] + f" t={body.get('temperature')}"
+    return text, sum(len(m["content"].split()) for m in body["messages"]) * 100, 1000
 
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
+    with StubProvider(_reverse, REQUESTS) as provider:
+        yield provider.base
 
 
 def settings(base: str, model: str = "openai/stub", **kw) -> LLMSettings:
@@ -65,15 +45,15 @@ def settings(base: str, model: str = "openai/stub", **kw) -> LLMSettings:
 def test_rerun_makes_zero_new_calls(base, tmp_path):
     cache = ResponseCache(tmp_path)
     first = LLMClient(settings(base), cache)
-    start = len(_Provider.requests)
+    start = len(REQUESTS)
     texts = [first.complete(HELLO), first.complete(BYE), first.complete(HELLO)]
     assert texts[0] == ".olleh yaS t=0.0" and texts[2] == texts[0]
-    assert len(_Provider.requests) == start + 2
+    assert len(REQUESTS) == start + 2
     assert first.usage().calls == 2 and first.usage().cache_hits == 1
     assert first.usage().prompt_tokens == 400 and first.usage().completion_tokens == 2000
     rerun = LLMClient(settings(base), ResponseCache(tmp_path))  # a new process would see the same files
     assert [rerun.complete(HELLO), rerun.complete(BYE)] == texts[:2]
-    assert len(_Provider.requests) == start + 2
+    assert len(REQUESTS) == start + 2
     usage = rerun.usage()
     assert (usage.calls, usage.cache_hits, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd) == (0, 2, 0, 0, 0.0)
     assert len(list(tmp_path.glob("*.json"))) == 2 and not list(tmp_path.glob(".*"))
@@ -91,16 +71,16 @@ def test_key_covers_what_changes_the_output_and_never_the_api_key(base, tmp_path
 
     monkeypatch.setenv("KEY_ONE", "sk-first-secret")
     monkeypatch.setenv("KEY_TWO", "sk-second-secret")
-    start = len(_Provider.requests)
+    start = len(REQUESTS)
     one = LLMClient(settings(base, api_key_env="KEY_ONE"), ResponseCache(tmp_path))
     one.complete(HELLO)
-    assert _Provider.requests[-1]["auth"] == "Bearer sk-first-secret"
+    assert REQUESTS[-1]["auth"] == "Bearer sk-first-secret"
     two = LLMClient(settings(base, api_key_env="KEY_TWO"), ResponseCache(tmp_path))
     two.complete(HELLO)
-    assert len(_Provider.requests) == start + 1 and two.usage().cache_hits == 1
+    assert len(REQUESTS) == start + 1 and two.usage().cache_hits == 1
     assert not any("secret" in p.read_text() for p in tmp_path.iterdir())
     warmer = LLMClient(settings(base, temperature=0.7), ResponseCache(tmp_path))
-    assert warmer.complete(HELLO).endswith("t=0.7") and len(_Provider.requests) == start + 2
+    assert warmer.complete(HELLO).endswith("t=0.7") and len(REQUESTS) == start + 2
 
 
 def test_cost_comes_from_litellm_prices_when_it_knows_them(base, tmp_path):
@@ -120,10 +100,10 @@ def test_cost_comes_from_litellm_prices_when_it_knows_them(base, tmp_path):
 
 def test_cache_off_calls_every_time_and_writes_nothing(base, tmp_path):
     client = LLMClient(settings(base, cache=False), ResponseCache(tmp_path))
-    start = len(_Provider.requests)
+    start = len(REQUESTS)
     client.complete(HELLO)
     client.complete(HELLO)
-    assert len(_Provider.requests) == start + 2 and client.usage().calls == 2 and client.usage().cache_hits == 0
+    assert len(REQUESTS) == start + 2 and client.usage().calls == 2 and client.usage().cache_hits == 0
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
@@ -132,9 +112,9 @@ def test_a_damaged_entry_is_fetched_again(base, tmp_path):
     LLMClient(settings(base), cache).complete(HELLO)
     (entry,) = tmp_path.glob("*.json")
     entry.write_text('{"text": ')
-    start = len(_Provider.requests)
+    start = len(REQUESTS)
     assert LLMClient(settings(base), cache).complete(HELLO) == ".olleh yaS t=0.0"
-    assert len(_Provider.requests) == start + 1 and json.loads(entry.read_text())["text"] == ".olleh yaS t=0.0"
+    assert len(REQUESTS) == start + 1 and json.loads(entry.read_text())["text"] == ".olleh yaS t=0.0"
 
 
 def _hammer(root: str, worker: int, bad: multiprocessing.Value) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 from harness.config import RunConfig, SimulatorSettings
 from harness.llm_client import LLMSettings
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
 from simulators.profile import load_profile
+
+from stub_provider import StubProvider
 
 PROMPT = "How do plants make food?"
 SHORT = "Plants use sunlight, water and carbon dioxide to make sugar."
@@ -55,42 +53,14 @@ def test_token_budgets_make_room_for_a_word_minimum():
     assert fixed.generation.max_new_tokens == 7  # an explicit budget is kept
 
 
-class _ChatServer(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint standing in for a paid provider; records each request body."""
-
-    requests: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        reply = {
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": '"Too long, keep it short please."'}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_llm_user_speaks_through_an_openai_compatible_server(monkeypatch):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("SIM_KEY", "secret-123")
-    try:
-        llm = LLMSettings(model="openai/sim", api_base=f"http://127.0.0.1:{server.server_port}/v1", api_key_env="SIM_KEY", retries=0)
+    with StubProvider(lambda body: ('"Too long, keep it short please."', 1, 1)) as provider:
+        llm = LLMSettings(model="openai/sim", api_base=provider.base, api_key_env="SIM_KEY", retries=0)
         profile = load_profile("concise")
         reply = build_simulator(SimulatorSettings(kind="llm", llm=llm)).respond([conversation(LONG)], profile)[0]
-    finally:
-        server.shutdown()
     assert reply.text == "Too long, keep it short please." and reply.raw.startswith('"')
-    sent = _ChatServer.requests[-1]
+    sent = provider.requests[-1]
     assert sent["path"].endswith("/chat/completions") and sent["auth"] == "Bearer secret-123"
     system, user = sent["body"]["messages"]
     assert profile.description.strip() in system["content"] and "Never answer the request yourself" in system["content"]
