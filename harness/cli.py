@@ -108,6 +108,10 @@ def personalize(
     simulator_model: Annotated[Optional[str], typer.Option(help="For --simulator llm: a litellm model ('openai/NAME' with --api-base); for local: a model spec.", rich_help_panel="User")] = None,
     api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --simulator llm, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="User")] = None,
     api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the API key (the key itself is never stored).", rich_help_panel="User")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Who judges each held-out answer against the untrained model's (win rate vs initial): rules (the profile's checks, offline), llm (litellm, both orders), local (a local model's verdict-token probabilities, both orders), none. (default: rules)", rich_help_panel="Judge")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="For --judge llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. Giving it without --judge means llm.", rich_help_panel="Judge")] = None,
+    judge_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`).", rich_help_panel="Judge")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the judge's API key (the key itself is never stored).", rich_help_panel="Judge")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate. (default: 2e-5)", rich_help_panel="Trainer")] = None,
     loss: Annotated[Optional[str], typer.Option(help="sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). (default: sampled_token)", rich_help_panel="Trainer")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Advantage reference: neutral = hindsight prompt with a neutral follow-up (cancels the prompt's own pull), plain = the prompt alone (paper). (default: neutral)", rich_help_panel="Trainer")] = None,
@@ -127,15 +131,18 @@ def personalize(
 ) -> None:
     """Online SDPO personalization: the policy answers, a simulated user replies, SDPO learns from the reply.
 
-    Writes results/RUN/ (config.yaml, interactions.jsonl, metrics.jsonl, samples.jsonl, curve.png, summary.md).
+    Writes results/RUN/ (config.yaml, run.json, interactions.jsonl, metrics.jsonl, samples.jsonl, curve.png, summary.md).
     With no options: the embedded SmolLM2-135M on CPU, the concise profile, a scripted user, 64 interactions,
-    with its control arm and the in-context oracle (about 10 minutes on 2 cores).
+    with its control arm and the in-context oracle (about 10 minutes on 2 cores). Every held-out answer is judged
+    against the untrained model's for the profile (the rule judge unless --judge says otherwise): the win-rate curve.
 
     Examples:
 
       hindsight personalize --profile no_emojis --seeds 3
 
       hindsight personalize --simulator llm --simulator-model openai/local --api-base http://127.0.0.1:8000/v1
+
+      hindsight personalize --judge-model openai/local --judge-api-base http://127.0.0.1:8000/v1
 
       hindsight personalize --config results/RUN/config.yaml --set trainer.lr=1e-5
     """
@@ -155,7 +162,7 @@ def personalize(
         "generation.max_new_tokens": max_new_tokens, "eval.every": eval_every,
         "trainer.lr": lr, "trainer.loss": loss, "trainer.baseline": baseline, "trainer.kl_anchor": kl_anchor,
         "trainer.ignore_first_k": ignore_first_k, "trainer.centre": centre, "trainer.template": template,
-        "simulator.kind": simulator,
+        "simulator.kind": simulator, "judge.kind": judge,
     }
     for key, value in options.items():
         if value is not None:
@@ -170,6 +177,14 @@ def personalize(
             _set_path(data, "simulator.kind", "llm")
             llm = {"model": simulator_model or "openai/local", "api_base": api_base, "api_key_env": api_key_env}
             _set_path(data, "simulator.llm", {k: v for k, v in llm.items() if v is not None})
+    if judge_model or judge_api_base or judge_api_key_env:
+        kind = judge or data.get("judge", {}).get("kind") or "llm"
+        if kind == "local":
+            _set_path(data, "judge.model", judge_model)
+        else:
+            _set_path(data, "judge.kind", "llm")
+            llm = {"model": judge_model or "openai/local", "api_base": judge_api_base, "api_key_env": judge_api_key_env}
+            _set_path(data, "judge.llm", {k: v for k, v in llm.items() if v is not None})
     for item in set_ or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -249,7 +264,8 @@ class LiveProgress:
             self.progress.console.print(
                 f"eval [bold]{record['arm']}[/bold] s{record['seed']} @ {record['interactions']:>3}: clean {record['clean']:.0%} · "
                 f"compliant {record['compliance']:.0%} · degenerate {record['degenerate']:.0%} · relevant {record['relevant']:.0%} · "
-                f"{record['mean_words']:.0f} words" + (f" · KL {record['kl']:.3f}" if record["kl"] is not None else ""),
+                f"{record['mean_words']:.0f} words" + (f" · KL {record['kl']:.3f}" if record["kl"] is not None else "")
+                + (f" · win rate {record['win_rate']:.0%}" if record["win_rate"] is not None else ""),
                 highlight=False,
             )
         elif kind == "done":

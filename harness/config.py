@@ -48,6 +48,27 @@ class SimulatorSettings(BaseModel):
         return self
 
 
+class JudgeSettings(BaseModel):
+    """Who judges each held-out answer against the untrained model's answer to the same prompt, for the profile's persona.
+
+    ``rules``: the profile's checks (offline; fewer failed checks wins). ``llm``: any LLM through litellm, asked in both
+    orders. ``local``: a local model's verdict-token probabilities, both orders. ``none``: no win rates.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["rules", "llm", "local", "none"] = "rules"
+    llm: LLMSettings | None = Field(None, description="for kind=llm")
+    model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> JudgeSettings:
+        if self.kind == "llm" and self.llm is None:
+            raise ValueError("judge kind 'llm' needs llm settings (--judge-model, and --judge-api-base for a local server)")
+        if self.kind == "local" and not self.model:
+            raise ValueError("judge kind 'local' needs a model (--judge-model)")
+        return self
+
+
 class EvalSettings(BaseModel):
     """Held-out evaluation (greedy, fixed prompts) every ``every`` interactions."""
 
@@ -86,6 +107,7 @@ class RunConfig(BaseModel):
     prompts: PromptSettings = PromptSettings()
     generation: GenerationSettings = GenerationSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    judge: JudgeSettings = JudgeSettings()
     trainer: SDPOConfig = SDPOConfig()
     eval: EvalSettings = EvalSettings()
 

@@ -12,6 +12,7 @@ from harness.stats import interval
 
 # (field, label, is a share) in the order they are drawn and tabulated
 METRICS = [
+    ("win_rate", "win rate vs initial", True),
     ("clean", "clean compliance", True),
     ("compliance", "compliance", True),
     ("degenerate", "degenerate", True),
@@ -50,13 +51,21 @@ def curves(evals: list[EvalRecord], field: str, share: bool) -> dict[str, list[P
     for arm, points in by_arm.items():
         if arm in ("treated", "control") and initial:
             points = {0: initial, **points}
-        series = []
-        for x in sorted(points):
-            records = points[x]
-            mean, low, high = interval([getattr(r, field) for r in records], records[0].n, share)
-            series.append(Point(x, mean, low, high, len(records)))
-        out[arm] = series
+        out[arm] = [_point(x, points[x], field, share) for x in sorted(points)]
     return out
+
+
+def _point(x: int, records: list[EvalRecord], field: str, share: bool) -> Point:
+    """One seed's win rate keeps its bootstrap interval over prompts; several seeds combine like any share (stats.interval),
+    over the prompts with a valid verdict."""
+    if field == "win_rate":
+        if len(records) == 1:
+            r = records[0]
+            low, high = (r.win_low, r.win_high) if r.win_low is not None and r.win_high is not None else (r.win_rate, r.win_rate)
+            return Point(x, r.win_rate, low, high, 1)
+        valid = min(round(r.n * (1 - (r.invalid_rate or 0.0))) for r in records)
+        return Point(x, *interval([r.win_rate for r in records], valid, True), len(records))
+    return Point(x, *interval([getattr(r, field) for r in records], records[0].n, share), len(records))
 
 
 def plot(run_dir: Path, evals: list[EvalRecord], title: str) -> Path:
@@ -65,8 +74,12 @@ def plot(run_dir: Path, evals: list[EvalRecord], title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5), constrained_layout=True)
+    for ax in axes.flat[len(METRICS):]:
+        ax.set_visible(False)
     for ax, (field, label, share) in zip(axes.flat, METRICS):
+        if field == "win_rate":
+            ax.axhline(0.5, color=COLOURS["initial"], linestyle=":", linewidth=1.2, label="untrained (parity)")
         for arm, series in curves(evals, field, share).items():
             colour = COLOURS[arm]
             if arm in ("oracle", "initial"):
@@ -78,10 +91,12 @@ def plot(run_dir: Path, evals: list[EvalRecord], title: str) -> Path:
             ax.fill_between(xs, [p.low for p in series], [p.high for p in series], color=colour, alpha=0.15)
         ax.set_title(label)
         ax.set_xlabel("interactions")
+        ax.set_xlim(left=0)
         if share:
             ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(loc="best", fontsize=8)
+    for ax in axes.flat[:2]:
+        ax.legend(loc="best", fontsize=8)
     fig.suptitle(title)
     path = run_dir / "curve.png"
     fig.savefig(path, dpi=110)
@@ -141,29 +156,41 @@ def write_report(run_dir: Path) -> Path:
     plot(run_dir, evals, title)
     lines = [f"# {run_dir.name}", "", f"method **{config.method}**, profile **{config.profile}**, model `{config.policy.model}`, "
              f"{config.interactions} interactions in batches of {config.batch_size}, {config.seeds} seed(s), "
-             f"simulator {config.simulator.kind}; trainer: lr {config.trainer.lr:g}, loss {config.trainer.loss}, "
+             f"simulator {config.simulator.kind}, judge {config.judge.kind}; trainer: lr {config.trainer.lr:g}, loss {config.trainer.loss}, "
              f"baseline {config.trainer.baseline}, kl_anchor {config.trainer.kl_anchor:g}, lora {'on' if config.policy.lora else 'off'}.",
              "", f"**{verdict(evals)}**", "", side_effects(evals), "", "![curves](curve.png)", "", "## Last evaluation (95% intervals)", ""]
     header = "| arm | interactions | " + " | ".join(label for _, label, _ in METRICS) + " |"
     lines += [header, "|" + "---|" * (len(METRICS) + 2)]
     for arm, x, cells in final_table(evals):
         lines.append(f"| {arm} | {x} | " + " | ".join(cells.get(f, "–") for f, _, _ in METRICS) + " |")
-    lines += ["", "## Clean compliance over interactions", ""]
-    series = curves(evals, "clean", True)
-    xs = sorted({p.interactions for arm in ("treated", "control") for p in series.get(arm, [])})
-    lines += ["| interactions | " + " | ".join(a for a in ("treated", "control") if a in series) + " |", "|---|" + "---|" * sum(a in series for a in ("treated", "control"))]
-    for x in xs:
-        cells = [next((fmt(p, True) for p in series[a] if p.interactions == x), "–") for a in ("treated", "control") if a in series]
-        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    for field, label in (("win_rate", "Win rate vs the untrained model"), ("clean", "Clean compliance")):
+        lines += ["", f"## {label} over interactions", ""] + over_time(evals, field)
     lines += ["", "## Example answers (first held-out prompts, seed " + str(config.seed) + ")", ""]
     lines += _examples(run_dir, config)
     info_path = run_dir / "run.json"
     if info_path.is_file():
         info = RunInfo.model_validate_json(info_path.read_text())
         lines += ["", f"Run started {info.created}; versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()) + "."]
+        for role, u in (info.llm_usage or {}).items():
+            cost = "unknown cost" if u.cost_usd is None else f"${u.cost_usd:.4f}"
+            lines.append(f"LLM {role}: {u.calls} calls ({u.cache_hits} cache hits), {u.prompt_tokens} + {u.completion_tokens} tokens, {cost}.")
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def over_time(evals: list[EvalRecord], field: str) -> list[str]:
+    """A markdown table of one share per evaluation point for the trained arms (the oracle's value in the header)."""
+    series = curves(evals, field, True)
+    arms = [a for a in ("treated", "control") if a in series]
+    if not arms:
+        return ["(not measured)"]
+    lines = [f"oracle: {fmt(series['oracle'][0], True)}", ""] if "oracle" in series else []
+    lines += ["| interactions | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for x in sorted({p.interactions for a in arms for p in series[a]}):
+        cells = [next((fmt(p, True) for p in series[a] if p.interactions == x), "–") for a in arms]
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _examples(run_dir: Path, config: RunConfig, count: int = 3) -> list[str]:
@@ -180,6 +207,7 @@ def _examples(run_dir: Path, config: RunConfig, count: int = 3) -> list[str]:
             match = next((s for s in samples if s.arm == arm and s.prompt == prompt and s.seed == config.seed and s.interactions == last.get(arm)), None)
             if match:
                 flags = ", ".join(match.failed_checks + match.degeneration) or ("clean" if match.clean else "not relevant")
+                flags += f"; judged {match.verdict} vs untrained" if match.verdict else ""
                 lines.append(f"- *{arm}* ({match.interactions} interactions, {match.words} words, {flags}): {match.answer[:400]!r}")
         lines.append("")
     return lines
