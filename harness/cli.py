@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 import yaml
@@ -18,6 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from harness.errors import UserInputError
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
 
 app = typer.Typer(
     help="Teach language models from their users' follow-up messages, and measure whether it worked.",
@@ -146,8 +152,14 @@ def personalize(
 
       hindsight personalize --config results/RUN/config.yaml --set trainer.lr=1e-5
     """
+    _launch(dict(locals()))
+
+
+def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | None = None) -> None:
+    """Resolve personalize's options ``o`` into a RunConfig (``adjust`` adds fields computed from it), then run it."""
     from harness.config import RunConfig
 
+    config: Path | None = o["config"]
     data: dict[str, Any] = {}
     if config is not None:
         from harness.yamlio import read_yaml
@@ -155,68 +167,113 @@ def personalize(
         data, _ = read_yaml(config)
         if not isinstance(data, dict):
             raise UserInputError("expected a mapping of fields", path=config, line=1)
-    options = {
-        "profile": profile, "interactions": interactions, "batch_size": batch_size, "seed": seed, "seeds": seeds,
-        "control": control, "oracle": oracle, "neutral_pool": neutral_pool, "threads": threads, "jobs": jobs,
-        "policy.model": model, "policy.device": device, "prompts.source": prompts, "prompts.eval_prompts": eval_prompts,
-        "generation.max_new_tokens": max_new_tokens, "eval.every": eval_every,
-        "trainer.lr": lr, "trainer.loss": loss, "trainer.baseline": baseline, "trainer.kl_anchor": kl_anchor,
-        "trainer.ignore_first_k": ignore_first_k, "trainer.centre": centre, "trainer.template": template,
-        "simulator.kind": simulator, "judge.kind": judge,
+    fields = {
+        "profile": "profile", "interactions": "interactions", "batch_size": "batch_size", "seed": "seed", "seeds": "seeds",
+        "control": "control", "oracle": "oracle", "neutral_pool": "neutral_pool", "threads": "threads", "jobs": "jobs",
+        "policy.model": "model", "policy.device": "device", "prompts.source": "prompts", "prompts.eval_prompts": "eval_prompts",
+        "generation.max_new_tokens": "max_new_tokens", "eval.every": "eval_every",
+        "trainer.lr": "lr", "trainer.loss": "loss", "trainer.baseline": "baseline", "trainer.kl_anchor": "kl_anchor",
+        "trainer.ignore_first_k": "ignore_first_k", "trainer.centre": "centre", "trainer.template": "template",
+        "simulator.kind": "simulator", "judge.kind": "judge",
     }
-    for key, value in options.items():
-        if value is not None:
-            _set_path(data, key, value)
-    if lora is not None:
-        _set_path(data, "policy.lora", {} if lora else None)
-    if simulator_model or api_base or api_key_env:
-        kind = (simulator or data.get("simulator", {}).get("kind") or "scripted")
-        if kind == "local":
-            _set_path(data, "simulator.model", simulator_model)
-        else:
-            _set_path(data, "simulator.kind", "llm")
-            llm = {"model": simulator_model or "openai/local", "api_base": api_base, "api_key_env": api_key_env}
-            _set_path(data, "simulator.llm", {k: v for k, v in llm.items() if v is not None})
-    if judge_model or judge_api_base or judge_api_key_env:
-        kind = judge or data.get("judge", {}).get("kind") or "llm"
-        if kind == "local":
-            _set_path(data, "judge.model", judge_model)
-        else:
-            _set_path(data, "judge.kind", "llm")
-            llm = {"model": judge_model or "openai/local", "api_base": judge_api_base, "api_key_env": judge_api_key_env}
-            _set_path(data, "judge.llm", {k: v for k, v in llm.items() if v is not None})
-    for item in set_ or []:
+    for key, name in fields.items():
+        if o[name] is not None:
+            _set_path(data, key, o[name])
+    if o["lora"] is not None:
+        _set_path(data, "policy.lora", {} if o["lora"] else None)
+    _set_llm(data, "simulator", o["simulator"], o["simulator_model"], o["api_base"], o["api_key_env"], default_kind="scripted")
+    _set_llm(data, "judge", o["judge"], o["judge_model"], o["judge_api_base"], o["judge_api_key_env"], default_kind="llm")
+    for item in o["set_"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
         _set_path(data, key.strip(), yaml.safe_load(raw))
-    try:
-        resolved = RunConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise UserInputError(first["msg"], path=config, field=field or None) from None
-    from simulators.profile import load_profile
-
+    resolved = _validate(data, config)
+    if adjust is not None:
+        resolved = _validate({**resolved.model_dump(mode="json"), **adjust(resolved)}, config)
     from harness.prompts import load_prompts
+    from harness.schedule import build_schedule
 
-    resolved = resolved.with_budgets(load_profile(resolved.profile).min_words())  # fails fast on a bad profile
+    resolved = resolved.with_budgets(max(p.min_words() for p in build_schedule(resolved).scored))  # fails fast on a bad profile
     load_prompts(resolved.prompts)
-    run_name = check_run_id(run_id) if run_id else new_run_id(resolved.profile, resolved.method, results)
-    if dry_run:
+    results: Path = o["results"]
+    run_name = check_run_id(o["run_id"]) if o["run_id"] else new_run_id(resolved.profile, _kind(resolved), results)
+    if o["dry_run"]:
         console.print(resolved.to_yaml(), highlight=False, markup=False)
         return
     run_dir = results / run_name
     if run_dir.exists():
         raise UserInputError(f"{run_dir} already exists; pick another --run-id")
     from harness.loop import personalize as run_personalize
+    from harness.report import describe_user
 
-    console.print(f"[bold]run[/bold] {run_dir}  ·  profile [cyan]{resolved.profile}[/cyan]  ·  arms "
+    console.print(f"[bold]run[/bold] {run_dir}  ·  user [cyan]{describe_user(resolved)}[/cyan]  ·  arms "
                   + ", ".join(f"{a}/s{s}" for a, s in resolved.arms()) + ("  ·  oracle" if resolved.oracle else ""))
     with LiveProgress(resolved) as progress:
         info = run_personalize(resolved, run_dir, progress.handle, command=shlex.join(["hindsight", *sys.argv[1:]]))
     console.print(f"finished in {info.seconds:.0f} s")
     show(str(run_dir), results=results)
+
+
+def _set_llm(data: dict, section: str, kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None, default_kind: str) -> None:
+    """--simulator-model/--api-base/… or --judge-model/--judge-api-base/…: a local model spec, or litellm settings."""
+    if not (model or api_base or api_key_env):
+        return
+    if (kind or data.get(section, {}).get("kind") or default_kind) == "local":
+        _set_path(data, f"{section}.model", model)
+        return
+    _set_path(data, f"{section}.kind", "llm")
+    llm = {"model": model or "openai/local", "api_base": api_base, "api_key_env": api_key_env}
+    _set_path(data, f"{section}.llm", {k: v for k, v in llm.items() if v is not None})
+
+
+def _validate(data: dict, config: Path | None) -> RunConfig:
+    from harness.config import RunConfig
+
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise UserInputError(first["msg"], path=config, field=field or None) from None
+
+
+def _kind(config: RunConfig) -> str:
+    return f"{config.method}-flip" if config.flip_at is not None else config.method
+
+
+def _with_personalize_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command (its own options, then ``**options``) every option of ``personalize`` as well."""
+    own = inspect.signature(command, eval_str=True)
+    mine = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = [p for p in inspect.signature(personalize, eval_str=True).parameters.values() if p.name not in own.parameters]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        command(**kwargs)
+
+    wrapper.__signature__ = own.replace(parameters=[*mine, *shared])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*mine, *shared]} | {"return": None}
+    return wrapper
+
+
+@app.command(rich_help_panel="Experiments")
+@_with_personalize_options
+def flip(
+    flip_at: Annotated[Optional[int], typer.Option(help="Interactions before the user switches to the profile's opposite; a multiple of the batch size. (default: half of --interactions, rounded down to a batch; the SDPO paper flipped after 250)", min=1, rich_help_panel="Flip")] = None,
+    **options: Any,
+) -> None:
+    """Preference flip: personalize, but after --flip-at interactions the user holds the profile's opposite instead.
+
+    Every evaluation scores compliance, clean compliance and win rate vs the untrained model under both preferences;
+    curve.png draws each preference over interactions with a vertical line at the flip. The profile must name an
+    opposite (`hindsight profiles list`). Takes every option of `personalize`.
+
+    Example:
+
+      hindsight flip --profile concise -n 64 --flip-at 32
+    """
+    _launch(options, lambda c: {"flip_at": flip_at or c.flip_at or c.interactions // 2 // c.batch_size * c.batch_size})
 
 
 class LiveProgress:
@@ -262,7 +319,8 @@ class LiveProgress:
             if key in self.tasks:
                 self.last_clean[key] = record["clean"]
             self.progress.console.print(
-                f"eval [bold]{record['arm']}[/bold] s{record['seed']} @ {record['interactions']:>3}: clean {record['clean']:.0%} · "
+                f"eval [bold]{record['arm']}[/bold] s{record['seed']} @ {record['interactions']:>3}"
+                + (f" for {record['profile']}" if record["profile"] else "") + f": clean {record['clean']:.0%} · "
                 f"compliant {record['compliance']:.0%} · degenerate {record['degenerate']:.0%} · relevant {record['relevant']:.0%} · "
                 f"{record['mean_words']:.0f} words" + (f" · KL {record['kl']:.3f}" if record["kl"] is not None else "")
                 + (f" · win rate {record['win_rate']:.0%}" if record["win_rate"] is not None else ""),
@@ -290,7 +348,7 @@ def _run_dir(run: str, results: Path) -> Path:
 def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
     """List runs under results/ with their status and last clean compliance per arm."""
     from harness.records import RunInfo
-    from harness.report import curves, load_evals
+    from harness.report import by_preference, curves, load_evals
 
     table = Table(title=f"runs in {results}")
     for column in ("run", "status", "profile", "treated", "control", "oracle", "seconds"):
@@ -298,7 +356,7 @@ def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] 
     for folder in sorted(p for p in results.glob("*") if (p / "config.yaml").is_file()):
         info = RunInfo.model_validate_json((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
         profile = yaml.safe_load((folder / "config.yaml").read_text()).get("profile", "?")
-        clean = curves(load_evals(folder), "clean", True)
+        clean = curves(by_preference(load_evals(folder))[0][1], "clean", True)
         cells = [f"{clean[a][-1].mean:.2f}" if a in clean else "–" for a in ("treated", "control", "oracle")]
         table.add_row(folder.name, info.status if info else "?", str(profile), *cells, f"{info.seconds:.0f}" if info and info.seconds else "–")
     console.print(table)
@@ -308,21 +366,22 @@ def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] 
 def show(run: Annotated[str, typer.Argument(help="Run id (folder under results/) or path.")], results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
     """Summarise a run: last evaluation per arm with 95% intervals, the verdict, and where its files are."""
     from harness.records import RunInfo
-    from harness.report import METRICS, final_table, load_evals, side_effects, verdict
+    from harness.report import METRICS, by_preference, final_table, load_evals, side_effects, verdict
 
     folder = _run_dir(run, results)
-    evals = load_evals(folder)
     info = RunInfo.model_validate_json((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
-    table = Table(title=f"{folder.name}" + (f" ({info.status})" if info else ""))
-    table.add_column("arm")
-    table.add_column("n")
-    for _, label, _ in METRICS:
-        table.add_column(label)
-    for arm, x, cells in final_table(evals):
-        table.add_row(arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS))
-    console.print(table)
-    console.print(verdict(evals), highlight=False)
-    console.print(side_effects(evals), highlight=False)
+    groups = by_preference(load_evals(folder))
+    for name, evals in groups:
+        table = Table(title=f"{folder.name}" + (f" ({info.status})" if info else "") + (f" · scored for {name}" if name else ""))
+        table.add_column("arm")
+        table.add_column("n")
+        for _, label, _ in METRICS:
+            table.add_column(label)
+        for arm, x, cells in final_table(evals):
+            table.add_row(arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS))
+        console.print(table)
+        console.print(verdict(evals), highlight=False)
+    console.print(side_effects(groups[0][1]), highlight=False)
     for name in ("curve.png", "summary.md", "interactions.jsonl"):
         if (folder / name).exists():
             console.print(f"  {folder / name}", highlight=False)
@@ -335,7 +394,7 @@ def compare(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a markdown table instead.")] = False,
 ) -> None:
     """Compare runs side by side: the config fields that differ, then each trained arm's last evaluation."""
-    from harness.report import METRICS, final_table, load_evals
+    from harness.report import METRICS, by_preference, final_table, load_evals
 
     folders = [_run_dir(r, results) for r in runs_]
     configs = [_flatten(yaml.safe_load((f / "config.yaml").read_text())) for f in folders]
@@ -343,9 +402,11 @@ def compare(
     header = ["run", *differ, "arm", "n", *(label for _, label, _ in METRICS)]
     rows = []
     for folder, config in zip(folders, configs):
-        for arm, x, cells in final_table(load_evals(folder)):
-            if arm in ("treated", "control"):
-                rows.append([folder.name, *(str(config.get(k, "–")) for k in differ), arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS)])
+        for name, evals in by_preference(load_evals(folder)):
+            for arm, x, cells in final_table(evals):
+                if arm in ("treated", "control"):
+                    tag = f"{arm} · {name}" if name else arm
+                    rows.append([folder.name, *(str(config.get(k, "–")) for k in differ), tag, str(x), *(cells.get(f, "–") for f, _, _ in METRICS)])
     if markdown:
         typer.echo("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for row in rows:

@@ -99,6 +99,7 @@ class RunConfig(BaseModel):
     seeds: int = Field(1, ge=1, description="repeat with seeds seed, seed+1, …; curves report means with 95% intervals")
     control: bool = Field(True, description="also run an identical arm whose follow-ups are always neutral messages")
     oracle: bool = Field(True, description="also evaluate the untrained model with the profile in its system prompt")
+    flip_at: int | None = Field(None, ge=1, description="hindsight flip: from this interaction on the user holds the profile's opposite (a multiple of batch_size); every evaluation scores both")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
     save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")
@@ -115,7 +116,15 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.eval.every % self.batch_size:
             raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of batch_size ({self.batch_size})")
+        for change in self.changes():
+            if change % self.batch_size or change >= self.interactions:
+                raise ValueError(f"the user changes at interaction {change}: it must be a multiple of batch_size ({self.batch_size}) "
+                                 f"below interactions ({self.interactions})")
         return self
+
+    def changes(self) -> list[int]:
+        """The interactions at which the simulated user's preferences change (none in plain personalization)."""
+        return [self.flip_at] if self.flip_at is not None else []
 
     def with_budgets(self, min_words: int) -> RunConfig:
         """Fill the automatic token budgets: 96 (train) and 160 (eval) tokens, or room for the profile's

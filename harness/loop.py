@@ -5,6 +5,7 @@ simulated user replies → one trainer update; every K interactions, evaluate on
 Before the arms start, the untrained model is evaluated once (the curves' x = 0 point and the reference
 answers for relevance and for the judge's win rates), and, with ``oracle``, once more with the profile in its
 system prompt. The control arm is identical except that its user always sends a neutral message.
+With ``flip_at`` the treated arm's user switches to the profile's opposite there, and every evaluation scores both.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from harness.prompts import load_prompts
 from harness.llm_client import LLMUsage
 from harness.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, UsageRecord, append_jsonl, now, write_json
 from harness.runtime import quiet_libraries, seed_everything, set_threads
+from harness.schedule import build_schedule
 from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
-from simulators.profile import load_profile
 from trainers.sdpo import SDPOTrainer
 
 Event = dict
@@ -55,7 +56,7 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "")
     """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events."""
     from harness.report import write_report
 
-    config = config.with_budgets(load_profile(config.profile).min_words())
+    config = config.with_budgets(max(p.min_words() for p in build_schedule(config).scored))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     info = RunInfo(run_id=run_dir.name, versions=_versions(), command=command)
@@ -113,9 +114,9 @@ def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, 
 
 
 def _preferences(config: RunConfig) -> list[Preference]:
-    """The preferences every evaluation scores, each with its judge."""
-    profile = load_profile(config.profile)
-    return [Preference(profile, build_judge(config.judge, profile, device=config.policy.device))]
+    """The preferences every evaluation scores, each with its judge; named in the records when there are several."""
+    scored = build_schedule(config).scored
+    return [Preference(p, build_judge(config.judge, p, device=config.policy.device), p.name if len(scored) > 1 else None) for p in scored]
 
 
 def _report_usage(sink: Sink, **components: list) -> None:
@@ -182,7 +183,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     quiet_libraries()
     set_threads(config.threads)
     seed_everything(seed)
-    profile = load_profile(config.profile)
+    schedule = build_schedule(config)
     prompts = load_prompts(config.prompts)
     policy = Policy.load(config.policy)
     policy.snapshot_initial()  # the reference for KL to the initial policy (and the KL anchor)
@@ -204,7 +205,8 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         contexts = [policy.encode_chat(m) for m in messages]
         answers = engine.generate(contexts, params)
         t1 = time.perf_counter()
-        followups = simulator.respond([[*m, {"role": "assistant", "content": a.text}] for m, a in zip(messages, answers)], profile)
+        user = schedule.user_at(first)  # changes fall on batch boundaries (RunConfig checks)
+        followups = simulator.respond([[*m, {"role": "assistant", "content": a.text}] for m, a in zip(messages, answers)], user)
         t2 = time.perf_counter()
         batch = [Interaction(i, p, m, c, a, f) for i, p, m, c, a, f in zip(indices, prompt_texts, messages, contexts, answers, followups)]
         result = trainer.step(batch)
@@ -215,6 +217,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
                 response=interaction.response.text, response_tokens=len(interaction.response.token_ids),
                 finished=interaction.response.finished, followup=interaction.followup.text,
                 followup_raw=interaction.followup.raw, satisfied=interaction.followup.satisfied, advantage=summary,
+                profile=user.name if schedule.changing else None,
             ))
         done = indices[-1] + 1
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}

@@ -153,3 +153,66 @@ def test_an_llm_judge_over_http_judges_both_orders_and_its_usage_is_recorded(tmp
     assert usage["judge"].calls == _ShorterWinsJudge.requests and usage["judge"].calls + usage["judge"].cache_hits == 2 * len(judged)
     assert usage["judge"].prompt_tokens == 10 * usage["judge"].calls
     assert "LLM judge:" in (run / "summary.md").read_text()
+
+
+def test_flip_switches_the_user_at_the_flip_and_scores_both_preferences(tmp_path):
+    args = [
+        "flip", "--profile", "concise", "-n", "4", "--batch-size", "2", "--flip-at", "2", "--eval-every", "2", "--eval-prompts", "2",
+        "--max-new-tokens", "12", "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=0", "--set", "save_checkpoint=false",
+        "--no-control", "--jobs", "1", "--results", str(tmp_path), "--run-id", "flip",
+    ]
+    result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=900, env=WIDE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "flip"
+    assert RunConfig.from_file(run / "config.yaml").flip_at == 2
+    concise, detailed = load_profile("concise"), load_profile("detailed")
+    said = {p.name: {line for c in p.checks for line in c.followup} | set(p.satisfied) for p in (concise, detailed)}
+    interactions = sorted(read_jsonl(run / "interactions.jsonl", InteractionRecord), key=lambda r: r.index)
+    assert [r.profile for r in interactions] == ["concise", "concise", "detailed", "detailed"]
+    assert all(r.followup in said[r.profile] for r in interactions)
+    assert all(r.followup in said["detailed"] and r.followup not in said["concise"] for r in interactions[2:])  # answers ≤ 12 tokens are too thin
+
+    evals = [m for m in read_jsonl(run / "metrics.jsonl", METRIC) if isinstance(m, EvalRecord)]
+    assert sorted((m.arm, m.interactions, m.profile) for m in evals) == [
+        ("initial", 0, "concise"), ("initial", 0, "detailed"), ("oracle", 0, "concise"), ("oracle", 0, "detailed"),
+        ("treated", 2, "concise"), ("treated", 2, "detailed"), ("treated", 4, "concise"), ("treated", 4, "detailed"),
+    ]
+    samples = list(read_jsonl(run / "samples.jsonl", SampleRecord))
+    for m in evals:
+        mine = [s for s in samples if (s.arm, s.interactions, s.profile) == (m.arm, m.interactions, m.profile)]
+        profile = concise if m.profile == "concise" else detailed
+        assert len(mine) == 2 and all(s.compliant == profile.complies(s.answer) for s in mine)
+        assert m.compliance == sum(s.compliant for s in mine) / 2
+        assert (m.win_rate is None) == (m.arm == "initial") and m.judge in (None, f"rules:{m.profile}")
+    # at 12 tokens nothing is 120 words long: every answer fails the detailed user and passes the concise one
+    assert all(m.compliance == (1.0 if m.profile == "concise" else 0.0) for m in evals)
+    # one answer per prompt, scored for each preference (the oracle is told one preference at a time)
+    treated = [s for s in samples if s.arm == "treated" and s.interactions == 4]
+    assert {s.answer for s in treated if s.profile == "concise"} == {s.answer for s in treated if s.profile == "detailed"}
+
+    assert (run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (run / "summary.md").read_text()
+    assert "## Preference: concise" in summary and "## Preference: detailed" in summary and "flipped to its opposite at 2" in summary
+    shown = subprocess.run([*HINDSIGHT, "show", "flip", "--results", str(tmp_path)], capture_output=True, text=True, timeout=120, env=WIDE)
+    assert shown.returncode == 0 and "scored for concise" in shown.stdout and "scored for detailed" in shown.stdout
+
+
+def test_flip_defaults_to_half_the_run_and_rejects_bad_flips(tmp_path):
+    def flip(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*HINDSIGHT, "flip", *args, "--dry-run"], capture_output=True, text=True, timeout=120)
+
+    assert yaml.safe_load(flip("-n", "10", "--batch-size", "2").stdout)["flip_at"] == 4
+    assert yaml.safe_load(flip("-n", "64").stdout)["flip_at"] == 32
+    assert yaml.safe_load(flip("-n", "64", "--flip-at", "8").stdout)["flip_at"] == 8
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: plain\ndescription: I have no opposite at all.\nchecks: []\n")
+    for args, message in [
+        (["--profile", str(plain)], "profile 'plain' has no opposite to flip to"),
+        (["-n", "8", "--batch-size", "4", "--flip-at", "6"], "must be a multiple of batch_size (4) below interactions (8)"),
+        (["-n", "8", "--flip-at", "8"], "below interactions (8)"),
+    ]:
+        result = flip(*args)
+        assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # personalize is unchanged: no flip unless asked for
+    plain_run = subprocess.run([*HINDSIGHT, "personalize", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert yaml.safe_load(plain_run.stdout)["flip_at"] is None
