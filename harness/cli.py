@@ -239,7 +239,7 @@ def _validate(data: dict, config: Path | None) -> RunConfig:
 
 
 def _kind(config: RunConfig) -> str:
-    return f"{config.method}-flip" if config.flip_at is not None else config.method
+    return f"{config.method}-flip" if config.flip_at is not None else f"{config.method}-continual" if config.continual else config.method
 
 
 def _with_personalize_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -330,6 +330,40 @@ class LiveProgress:
             self.progress.update(self.tasks[key], description=f"{key[0]} s{key[1]} ✓")
         elif kind == "error":
             self.progress.console.print(f"[red]{key[0]} s{key[1]} failed:[/red]\n{event['text']}")
+
+
+@app.command(rich_help_panel="Experiments")
+@_with_personalize_options
+def continual(
+    profiles: Annotated[Optional[str], typer.Option(help="Complementary profiles, comma-separated, added one after another: the user holds the first, then the first two, … (replaces --profile)", rich_help_panel="Continual")] = None,
+    stage: Annotated[Optional[int], typer.Option(help="Interactions between additions; a multiple of the batch size. (default: --interactions divided by the number of profiles, rounded down to a batch)", min=1, rich_help_panel="Continual")] = None,
+    **options: Any,
+) -> None:
+    """Continual personalization: preferences are added one after another, every --stage interactions.
+
+    At stage k the user holds the first k preferences at once (a scripted user checks all of them). Every evaluation
+    scores compliance, clean compliance and win rate vs the untrained model for each preference on its own, so
+    curve.png shows whether earlier preferences are retained as new ones arrive. Takes every option of `personalize`.
+
+    Example:
+
+      hindsight continual --profiles concise,no_emojis,no_exclamation -n 96 --stage 32
+    """
+    names = [n.strip() for n in profiles.split(",") if n.strip()] if profiles else []
+    if profiles is not None and len(names) < 2:
+        raise UserInputError(f"--profiles {profiles}: give at least two profiles, e.g. --profiles concise,no_emojis")
+    if names and options["profile"] is not None:
+        raise UserInputError("--profiles names every profile, the first included; leave out --profile")
+
+    def adjust(c: RunConfig) -> dict[str, Any]:
+        if not names:
+            if c.continual is None:
+                raise UserInputError("--profiles is required (or a --config with a continual section)")
+            return {"continual": {**c.continual.model_dump(), **({"stage": stage} if stage else {})}}
+        default = c.interactions // len(names) // c.batch_size * c.batch_size
+        return {"profile": names[0], "continual": {"add": names[1:], "stage": stage or default}}
+
+    _launch(options, adjust)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -86,6 +86,14 @@ class EvalSettings(BaseModel):
     cache_untrained: bool = Field(True, description="reuse the untrained model's greedy answers across runs (same model, prompts, settings)")
 
 
+class ContinualSettings(BaseModel):
+    """Preferences added one after another (hindsight continual): from interaction k·stage on the user also holds ``add[k-1]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    add: list[str] = Field(min_length=1, description="profiles (names or paths) added after `profile`, in order; complementary ones")
+    stage: int = Field(ge=1, description="interactions between additions (a multiple of batch_size)")
+
+
 class RunConfig(BaseModel):
     """One personalization experiment: the treated arm, and optionally its control and the in-context oracle, per seed."""
 
@@ -100,6 +108,7 @@ class RunConfig(BaseModel):
     control: bool = Field(True, description="also run an identical arm whose follow-ups are always neutral messages")
     oracle: bool = Field(True, description="also evaluate the untrained model with the profile in its system prompt")
     flip_at: int | None = Field(None, ge=1, description="hindsight flip: from this interaction on the user holds the profile's opposite (a multiple of batch_size); every evaluation scores both")
+    continual: ContinualSettings | None = Field(None, description="hindsight continual: further preferences added one after another; every evaluation scores each")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
     save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")
@@ -116,6 +125,8 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.eval.every % self.batch_size:
             raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of batch_size ({self.batch_size})")
+        if self.flip_at is not None and self.continual is not None:
+            raise ValueError("a run either flips (flip_at) or adds preferences (continual), not both")
         for change in self.changes():
             if change % self.batch_size or change >= self.interactions:
                 raise ValueError(f"the user changes at interaction {change}: it must be a multiple of batch_size ({self.batch_size}) "
@@ -124,6 +135,8 @@ class RunConfig(BaseModel):
 
     def changes(self) -> list[int]:
         """The interactions at which the simulated user's preferences change (none in plain personalization)."""
+        if self.continual is not None:
+            return [k * self.continual.stage for k in range(1, len(self.continual.add) + 1)]
         return [self.flip_at] if self.flip_at is not None else []
 
     def with_budgets(self, min_words: int) -> RunConfig:

@@ -5,7 +5,8 @@ simulated user replies → one trainer update; every K interactions, evaluate on
 Before the arms start, the untrained model is evaluated once (the curves' x = 0 point and the reference
 answers for relevance and for the judge's win rates), and, with ``oracle``, once more with the profile in its
 system prompt. The control arm is identical except that its user always sends a neutral message.
-With ``flip_at`` the treated arm's user switches to the profile's opposite there, and every evaluation scores both.
+With ``flip_at`` the treated arm's user switches to the profile's opposite there, and every evaluation scores both;
+with ``continual`` preferences are added to the user's every ``stage`` interactions, and every evaluation scores each.
 """
 
 from __future__ import annotations

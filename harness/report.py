@@ -210,7 +210,9 @@ def write_report(run_dir: Path) -> Path:
 
 
 def describe_user(config: RunConfig) -> str:
-    """The simulated user in words, e.g. 'concise, flipped to its opposite at 32'."""
+    """The simulated user in words, e.g. 'concise, flipped to its opposite at 32' or 'concise, + no_emojis at 16'."""
+    if config.continual is not None:
+        return config.profile + "".join(f", + {name} at {x}" for name, x in zip(config.continual.add, config.changes()))
     if config.flip_at is not None:
         return f"{config.profile}, flipped to its opposite at {config.flip_at}"
     return config.profile

@@ -216,3 +216,51 @@ def test_flip_defaults_to_half_the_run_and_rejects_bad_flips(tmp_path):
     # personalize is unchanged: no flip unless asked for
     plain_run = subprocess.run([*HINDSIGHT, "personalize", "--dry-run"], capture_output=True, text=True, timeout=120)
     assert yaml.safe_load(plain_run.stdout)["flip_at"] is None
+
+
+def test_continual_adds_preferences_one_after_another_and_scores_each(tmp_path):
+    names = ["concise", "no_emojis", "no_exclamation"]
+    args = [
+        "continual", "--profiles", ",".join(names), "-n", "6", "--batch-size", "2", "--stage", "2", "--eval-every", "2", "--eval-prompts", "2",
+        "--max-new-tokens", "12", "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=0", "--set", "save_checkpoint=false",
+        "--no-control", "--jobs", "1", "--results", str(tmp_path), "--run-id", "continual",
+    ]
+    result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=900, env=WIDE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "continual"
+    config = RunConfig.from_file(run / "config.yaml")
+    assert (config.profile, config.continual.add, config.continual.stage, config.changes()) == ("concise", names[1:], 2, [2, 4])
+    profiles = [load_profile(n) for n in names]
+    interactions = sorted(read_jsonl(run / "interactions.jsonl", InteractionRecord), key=lambda r: r.index)
+    held = ["concise", "concise_and_no_emojis", "concise_and_no_emojis_and_no_exclamation"]
+    assert [r.profile for r in interactions] == [h for h in held for _ in range(2)]
+    for r in interactions:  # the scripted user holds every preference added so far, and complains about the first one failed
+        active = profiles[: held.index(r.profile) + 1]
+        failed = [c for p in active for c in p.checks if not c.passes(r.response)]
+        assert r.followup in (failed[0].followup if failed else active[0].satisfied) and r.satisfied == (not failed)
+
+    evals = [m for m in read_jsonl(run / "metrics.jsonl", METRIC) if isinstance(m, EvalRecord)]
+    expected = [(arm, x, n) for arm, x in [("initial", 0), ("oracle", 0), ("treated", 2), ("treated", 4), ("treated", 6)] for n in names]
+    assert sorted((m.arm, m.interactions, m.profile) for m in evals) == sorted(expected)
+    samples = list(read_jsonl(run / "samples.jsonl", SampleRecord))
+    for m in evals:
+        mine = [s for s in samples if (s.arm, s.interactions, s.profile) == (m.arm, m.interactions, m.profile)]
+        profile = profiles[names.index(m.profile)]
+        assert len(mine) == 2 and all(s.compliant == profile.complies(s.answer) for s in mine)
+        assert m.compliance == sum(s.compliant for s in mine) / 2 and (m.win_rate is None) == (m.arm == "initial")
+    assert (run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (run / "summary.md").read_text()
+    assert all(f"## Preference: {n}" in summary for n in names) and "concise, + no_emojis at 2, + no_exclamation at 4" in summary
+
+
+def test_continual_needs_two_different_profiles():
+    for args, message in [
+        (["--profiles", "concise"], "give at least two profiles"),
+        (["--profiles", "concise,concise"], "continual profiles must differ"),
+        ([], "--profiles is required"),
+        (["--profiles", "concise,no_emojis", "--profile", "detailed"], "leave out --profile"),
+        (["--profiles", "concise,no_emojis", "-n", "8", "--stage", "8"], "below interactions (8)"),
+        (["--profiles", "concise,no_emojis", "--set", "flip_at=4"], "not both"),
+    ]:
+        result = subprocess.run([*HINDSIGHT, "continual", *args, "--dry-run"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
