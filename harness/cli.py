@@ -474,6 +474,72 @@ def report(run: Annotated[str, typer.Argument(help="Run id or path.")], results:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# usereval
+# ----------------------------------------------------------------------------------------------------------
+@app.command(rich_help_panel="Judges")
+def usereval(
+    rows: Annotated[Path, typer.Argument(help="JSONL, one object a line: prompt (text or messages), response, reference, optional history (past conversations as message lists, or past messages and follow-ups as text), optional id.")],
+    judge: Annotated[str, typer.Option(help="llm (any litellm model) or local (a local model's verdict-token probabilities). (default: llm)")] = "llm",
+    judge_model: Annotated[Optional[str], typer.Option(help="For llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. (default: openai/local for llm, smollm2-135m for local)")] = None,
+    judge_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the API key (never stored).")] = None,
+    persona_model: Annotated[Optional[str], typer.Option(help="litellm model that summarizes each user's history into a persona. (default: the judge model, with --judge llm)")] = None,
+    persona_api_base: Annotated[Optional[str], typer.Option(help="Base URL for --persona-model. (default: --judge-api-base)")] = None,
+    persona: Annotated[Optional[str], typer.Option(help="Persona text for rows without a history.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Use this profile's description as the persona of rows without a history.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for usereval.json and summary.md. (default: results/usereval-STEM)")] = None,
+) -> None:
+    """UserEval: judge responses against reference responses on personalization, instruction-following and overall.
+
+    Each axis is a pairwise judgement in both orders, parsed strictly (invalid verdicts are counted, never scored);
+    personalization and overall judge for a persona summarized from the row's history by --persona-model. Writes
+    usereval.json (per-axis win rates with bootstrap 95% intervals, every row's verdicts and persona, LLM usage) and
+    summary.md.
+
+    Example:
+
+      hindsight usereval turns.jsonl --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
+    """
+    import dataclasses
+
+    from harness.llm_client import LLMClient, LLMSettings, LLMUsage
+    from harness.records import UsageRecord
+    from judges import llm_usage, local_backend
+    from judges.backends import LiteLLMBackend
+    from judges.usereval import UserEval, load_rows, summary_markdown
+    from simulators.profile import load_profile
+
+    if judge not in ("llm", "local"):
+        raise UserInputError(f"--judge {judge}: use llm or local")
+    if persona and profile:
+        raise UserInputError("give --persona or --profile, not both")
+    data = load_rows(rows)
+    fallback = persona or (load_profile(profile).description if profile else None)
+    judge_client = LLMClient(LLMSettings(model=judge_model or "openai/local", api_base=judge_api_base, api_key_env=judge_api_key_env)) if judge == "llm" else None
+    backend = LiteLLMBackend(judge_client) if judge_client else local_backend(judge_model or "smollm2-135m", "auto")
+    persona_spec = persona_model or (judge_client.settings.model if judge_client else None)
+    persona_client = None
+    if persona_spec:
+        persona_client = LLMClient(LLMSettings(model=persona_spec, api_base=persona_api_base or judge_api_base, api_key_env=judge_api_key_env, max_tokens=200))
+    result = UserEval(backend, persona_client).evaluate(data, persona=fallback)
+    usage = {role: u for role, u in (("judge", llm_usage(backend)), ("persona", persona_client.usage() if persona_client else None)) if u and u != LLMUsage()}
+    result.llm_usage = {role: UsageRecord(**dataclasses.asdict(u)) for role, u in usage.items()} or None
+    folder = out or RESULTS / f"usereval-{re.sub(r'[^A-Za-z0-9_.-]+', '-', rows.stem)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "usereval.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    (folder / "summary.md").write_text(summary_markdown(result, str(rows)), encoding="utf-8")
+    table = Table(title=f"UserEval of {rows} ({len(data)} rows, judge {result.judge})")
+    for column in ("axis", "win rate", "95% CI", "wins", "losses", "ties", "invalid", "swap agreement"):
+        table.add_column(column)
+    for axis, a in result.axes.items():
+        ci = f"{a.win_low:.2f}–{a.win_high:.2f}" if a.win_low is not None else "–"
+        table.add_row(axis, "–" if a.win_rate is None else f"{a.win_rate:.2f}", ci, str(a.wins), str(a.losses), str(a.ties), str(a.invalid),
+                      "–" if a.swap_agreement is None else f"{a.swap_agreement:.2f}")
+    console.print(table)
+    console.print(f"wrote {folder / 'usereval.json'} and {folder / 'summary.md'}", highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # profiles
 # ----------------------------------------------------------------------------------------------------------
 @profiles_app.command("list")

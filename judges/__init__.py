@@ -29,11 +29,11 @@ def build_judge(settings: JudgeSettings, profile: Profile, device: str = "auto")
         from judges.backends import LiteLLMBackend
 
         return PairwiseJudge(LiteLLMBackend(LLMClient(settings.llm)))
-    return PairwiseJudge(_local_backend(settings.model, device))
+    return PairwiseJudge(local_backend(settings.model, device))
 
 
 @cache
-def _local_backend(model: str, device: str) -> LocalBackend:
+def local_backend(model: str, device: str) -> LocalBackend:
     """One loaded judge model per process, shared by the preferences it judges."""
     from harness.policy import Policy, PolicySettings
     from judges.backends import LocalBackend
