@@ -515,7 +515,9 @@ def usereval(
         raise UserInputError("give --persona or --profile, not both")
     data = load_rows(rows)
     fallback = persona or (load_profile(profile).description if profile else None)
-    judge_client = LLMClient(LLMSettings(model=judge_model or "openai/local", api_base=judge_api_base, api_key_env=judge_api_key_env)) if judge == "llm" else None
+    judge_client = None
+    if judge == "llm":
+        judge_client = LLMClient(LLMSettings(model=judge_model or "openai/local", api_base=judge_api_base, api_key_env=judge_api_key_env))
     backend = LiteLLMBackend(judge_client) if judge_client else local_backend(judge_model or "smollm2-135m", "auto")
     persona_spec = persona_model or (judge_client.settings.model if judge_client else None)
     persona_client = None

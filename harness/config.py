@@ -107,8 +107,9 @@ class RunConfig(BaseModel):
     seeds: int = Field(1, ge=1, description="repeat with seeds seed, seed+1, …; curves report means with 95% intervals")
     control: bool = Field(True, description="also run an identical arm whose follow-ups are always neutral messages")
     oracle: bool = Field(True, description="also evaluate the untrained model with the profile in its system prompt")
-    flip_at: int | None = Field(None, ge=1, description="hindsight flip: from this interaction on the user holds the profile's opposite (a multiple of batch_size); every evaluation scores both")
-    continual: ContinualSettings | None = Field(None, description="hindsight continual: further preferences added one after another; every evaluation scores each")
+    flip_at: int | None = Field(None, ge=1, description="hindsight flip: the user holds the profile's opposite from this interaction on (a multiple "
+                                "of batch_size); every evaluation scores both")
+    continual: ContinualSettings | None = Field(None, description="hindsight continual: preferences added one after another; every evaluation scores each")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
     save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")

@@ -98,7 +98,7 @@ class PairwiseJudge:
         self.name = f"{name}:{backend.name}"
 
     def compare(self, pairs: Sequence[Pair], persona: str | None = None) -> list[Verdict]:
-        prompts = [m for p in pairs for m in (judge_messages(p.prompt, p.a, p.b, persona, self.system), judge_messages(p.prompt, p.b, p.a, persona, self.system))]
+        prompts = [judge_messages(p.prompt, x, y, persona, self.system) for p in pairs for x, y in ((p.a, p.b), (p.b, p.a))]
         replies = self.backend.answer(prompts)
         out = []
         for first, second in zip(replies[0::2], replies[1::2]):

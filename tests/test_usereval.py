@@ -110,7 +110,8 @@ def test_three_axes_both_orders_and_a_persona_from_the_history(base, tmp_path):
 def test_usereval_command_writes_win_rates_and_reruns_from_the_cache(base, tmp_path):
     rows = tmp_path / "turns.jsonl"
     rows.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
-    args = [*HINDSIGHT, "usereval", str(rows), "--judge-model", "openai/judge-cli", "--judge-api-base", base, "--profile", "concise", "--out", str(tmp_path / "out")]
+    args = [*HINDSIGHT, "usereval", str(rows), "--judge-model", "openai/judge-cli", "--judge-api-base", base, "--profile", "concise",
+            "--out", str(tmp_path / "out")]
     first = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert first.returncode == 0, first.stdout + first.stderr
     assert "personalization" in first.stdout and "instruction_following" in first.stdout and "overall" in first.stdout
