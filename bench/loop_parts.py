@@ -27,7 +27,7 @@ import torch
 
 from harness.config import RunConfig
 from harness.engine import HFEngine, SamplingParams
-from harness.evaluate import Evaluator
+from harness.evaluate import Evaluator, Preference
 from harness.interaction import Interaction
 from harness.loop import ArmJob, run_arm
 from harness.policy import Policy
@@ -99,7 +99,7 @@ def main() -> None:
     parts["teacher forward"], _ = timed(teacher, args.repeats)
     parts["trainer step (teacher + student fwd/bwd/update)"], _ = timed(lambda: trainer.step(batch), args.repeats)
     parts["student fwd/bwd/update"] = parts["trainer step (teacher + student fwd/bwd/update)"] - parts["teacher forward"]
-    evaluator = Evaluator(profile, prompts.heldout, config.eval, Embedder())
+    evaluator = Evaluator([Preference(profile)], prompts.heldout, config.eval, Embedder())
     evaluator.set_reference([""] * len(prompts.heldout))
     parts[f"evaluation ({args.eval_prompts} prompts)"], _ = timed(
         lambda: evaluator.run(policy, HFEngine(policy, batch_size=config.eval.batch_size), arm="treated", seed=0, interactions=0), 1

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 import yaml
@@ -18,6 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from harness.errors import UserInputError
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
 
 app = typer.Typer(
     help="Teach language models from their users' follow-up messages, and measure whether it worked.",
@@ -108,6 +114,10 @@ def personalize(
     simulator_model: Annotated[Optional[str], typer.Option(help="For --simulator llm: a litellm model ('openai/NAME' with --api-base); for local: a model spec.", rich_help_panel="User")] = None,
     api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --simulator llm, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="User")] = None,
     api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the API key (the key itself is never stored).", rich_help_panel="User")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Who judges each held-out answer against the untrained model's (win rate vs initial): rules (the profile's checks, offline), llm (litellm, both orders), local (a local model's verdict-token probabilities, both orders), none. (default: rules)", rich_help_panel="Judge")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="For --judge llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. Giving it without --judge means llm.", rich_help_panel="Judge")] = None,
+    judge_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`).", rich_help_panel="Judge")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the judge's API key (the key itself is never stored).", rich_help_panel="Judge")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate. (default: 2e-5)", rich_help_panel="Trainer")] = None,
     loss: Annotated[Optional[str], typer.Option(help="sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). (default: sampled_token)", rich_help_panel="Trainer")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Advantage reference: neutral = hindsight prompt with a neutral follow-up (cancels the prompt's own pull), plain = the prompt alone (paper). (default: neutral)", rich_help_panel="Trainer")] = None,
@@ -127,9 +137,10 @@ def personalize(
 ) -> None:
     """Online SDPO personalization: the policy answers, a simulated user replies, SDPO learns from the reply.
 
-    Writes results/RUN/ (config.yaml, interactions.jsonl, metrics.jsonl, samples.jsonl, curve.png, summary.md).
+    Writes results/RUN/ (config.yaml, run.json, interactions.jsonl, metrics.jsonl, samples.jsonl, curve.png, summary.md).
     With no options: the embedded SmolLM2-135M on CPU, the concise profile, a scripted user, 64 interactions,
-    with its control arm and the in-context oracle (about 10 minutes on 2 cores).
+    with its control arm and the in-context oracle (about 10 minutes on 2 cores). Every held-out answer is judged
+    against the untrained model's for the profile (the rule judge unless --judge says otherwise): the win-rate curve.
 
     Examples:
 
@@ -137,10 +148,18 @@ def personalize(
 
       hindsight personalize --simulator llm --simulator-model openai/local --api-base http://127.0.0.1:8000/v1
 
+      hindsight personalize --judge-model openai/local --judge-api-base http://127.0.0.1:8000/v1
+
       hindsight personalize --config results/RUN/config.yaml --set trainer.lr=1e-5
     """
+    _launch(dict(locals()))
+
+
+def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | None = None) -> None:
+    """Resolve personalize's options ``o`` into a RunConfig (``adjust`` adds fields computed from it), then run it."""
     from harness.config import RunConfig
 
+    config: Path | None = o["config"]
     data: dict[str, Any] = {}
     if config is not None:
         from harness.yamlio import read_yaml
@@ -148,59 +167,113 @@ def personalize(
         data, _ = read_yaml(config)
         if not isinstance(data, dict):
             raise UserInputError("expected a mapping of fields", path=config, line=1)
-    options = {
-        "profile": profile, "interactions": interactions, "batch_size": batch_size, "seed": seed, "seeds": seeds,
-        "control": control, "oracle": oracle, "neutral_pool": neutral_pool, "threads": threads, "jobs": jobs,
-        "policy.model": model, "policy.device": device, "prompts.source": prompts, "prompts.eval_prompts": eval_prompts,
-        "generation.max_new_tokens": max_new_tokens, "eval.every": eval_every,
-        "trainer.lr": lr, "trainer.loss": loss, "trainer.baseline": baseline, "trainer.kl_anchor": kl_anchor,
-        "trainer.ignore_first_k": ignore_first_k, "trainer.centre": centre, "trainer.template": template,
-        "simulator.kind": simulator,
+    fields = {
+        "profile": "profile", "interactions": "interactions", "batch_size": "batch_size", "seed": "seed", "seeds": "seeds",
+        "control": "control", "oracle": "oracle", "neutral_pool": "neutral_pool", "threads": "threads", "jobs": "jobs",
+        "policy.model": "model", "policy.device": "device", "prompts.source": "prompts", "prompts.eval_prompts": "eval_prompts",
+        "generation.max_new_tokens": "max_new_tokens", "eval.every": "eval_every",
+        "trainer.lr": "lr", "trainer.loss": "loss", "trainer.baseline": "baseline", "trainer.kl_anchor": "kl_anchor",
+        "trainer.ignore_first_k": "ignore_first_k", "trainer.centre": "centre", "trainer.template": "template",
+        "simulator.kind": "simulator", "judge.kind": "judge",
     }
-    for key, value in options.items():
-        if value is not None:
-            _set_path(data, key, value)
-    if lora is not None:
-        _set_path(data, "policy.lora", {} if lora else None)
-    if simulator_model or api_base or api_key_env:
-        kind = (simulator or data.get("simulator", {}).get("kind") or "scripted")
-        if kind == "local":
-            _set_path(data, "simulator.model", simulator_model)
-        else:
-            _set_path(data, "simulator.kind", "llm")
-            llm = {"model": simulator_model or "openai/local", "api_base": api_base, "api_key_env": api_key_env}
-            _set_path(data, "simulator.llm", {k: v for k, v in llm.items() if v is not None})
-    for item in set_ or []:
+    for key, name in fields.items():
+        if o[name] is not None:
+            _set_path(data, key, o[name])
+    if o["lora"] is not None:
+        _set_path(data, "policy.lora", {} if o["lora"] else None)
+    _set_llm(data, "simulator", o["simulator"], o["simulator_model"], o["api_base"], o["api_key_env"], default_kind="scripted")
+    _set_llm(data, "judge", o["judge"], o["judge_model"], o["judge_api_base"], o["judge_api_key_env"], default_kind="llm")
+    for item in o["set_"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
         _set_path(data, key.strip(), yaml.safe_load(raw))
-    try:
-        resolved = RunConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise UserInputError(first["msg"], path=config, field=field or None) from None
+    resolved = _validate(data, config)
+    if adjust is not None:
+        resolved = _validate({**resolved.model_dump(mode="json"), **adjust(resolved)}, config)
     from harness.prompts import load_prompts
-    from simulators.profile import load_profile
+    from harness.schedule import build_schedule
 
-    resolved = resolved.with_budgets(load_profile(resolved.profile).min_words())  # fails fast on a bad profile
+    resolved = resolved.with_budgets(max(p.min_words() for p in build_schedule(resolved).scored))  # fails fast on a bad profile
     load_prompts(resolved.prompts)
-    run_name = check_run_id(run_id) if run_id else new_run_id(resolved.profile, resolved.method, results)
-    if dry_run:
+    results: Path = o["results"]
+    run_name = check_run_id(o["run_id"]) if o["run_id"] else new_run_id(resolved.profile, _kind(resolved), results)
+    if o["dry_run"]:
         console.print(resolved.to_yaml(), highlight=False, markup=False)
         return
     run_dir = results / run_name
     if run_dir.exists():
         raise UserInputError(f"{run_dir} already exists; pick another --run-id")
     from harness.loop import personalize as run_personalize
+    from harness.report import describe_user
 
-    console.print(f"[bold]run[/bold] {run_dir}  ·  profile [cyan]{resolved.profile}[/cyan]  ·  arms "
+    console.print(f"[bold]run[/bold] {run_dir}  ·  user [cyan]{describe_user(resolved)}[/cyan]  ·  arms "
                   + ", ".join(f"{a}/s{s}" for a, s in resolved.arms()) + ("  ·  oracle" if resolved.oracle else ""))
     with LiveProgress(resolved) as progress:
         info = run_personalize(resolved, run_dir, progress.handle, command=shlex.join(["hindsight", *sys.argv[1:]]))
     console.print(f"finished in {info.seconds:.0f} s")
     show(str(run_dir), results=results)
+
+
+def _set_llm(data: dict, section: str, kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None, default_kind: str) -> None:
+    """--simulator-model/--api-base/… or --judge-model/--judge-api-base/…: a local model spec, or litellm settings."""
+    if not (model or api_base or api_key_env):
+        return
+    if (kind or data.get(section, {}).get("kind") or default_kind) == "local":
+        _set_path(data, f"{section}.model", model)
+        return
+    _set_path(data, f"{section}.kind", "llm")
+    llm = {"model": model or "openai/local", "api_base": api_base, "api_key_env": api_key_env}
+    _set_path(data, f"{section}.llm", {k: v for k, v in llm.items() if v is not None})
+
+
+def _validate(data: dict, config: Path | None) -> RunConfig:
+    from harness.config import RunConfig
+
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise UserInputError(first["msg"], path=config, field=field or None) from None
+
+
+def _kind(config: RunConfig) -> str:
+    return f"{config.method}-flip" if config.flip_at is not None else f"{config.method}-continual" if config.continual else config.method
+
+
+def _with_personalize_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command (its own options, then ``**options``) every option of ``personalize`` as well."""
+    own = inspect.signature(command, eval_str=True)
+    mine = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = [p for p in inspect.signature(personalize, eval_str=True).parameters.values() if p.name not in own.parameters]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        command(**kwargs)
+
+    wrapper.__signature__ = own.replace(parameters=[*mine, *shared])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*mine, *shared]} | {"return": None}
+    return wrapper
+
+
+@app.command(rich_help_panel="Experiments")
+@_with_personalize_options
+def flip(
+    flip_at: Annotated[Optional[int], typer.Option(help="Interactions before the user switches to the profile's opposite; a multiple of the batch size. (default: half of --interactions, rounded down to a batch; the SDPO paper flipped after 250)", min=1, rich_help_panel="Flip")] = None,
+    **options: Any,
+) -> None:
+    """Preference flip: personalize, but after --flip-at interactions the user holds the profile's opposite instead.
+
+    Every evaluation scores compliance, clean compliance and win rate vs the untrained model under both preferences;
+    curve.png draws each preference over interactions with a vertical line at the flip. The profile must name an
+    opposite (`hindsight profiles list`). Takes every option of `personalize`.
+
+    Example:
+
+      hindsight flip --profile concise -n 64 --flip-at 32
+    """
+    _launch(options, lambda c: {"flip_at": flip_at or c.flip_at or c.interactions // 2 // c.batch_size * c.batch_size})
 
 
 class LiveProgress:
@@ -246,15 +319,51 @@ class LiveProgress:
             if key in self.tasks:
                 self.last_clean[key] = record["clean"]
             self.progress.console.print(
-                f"eval [bold]{record['arm']}[/bold] s{record['seed']} @ {record['interactions']:>3}: clean {record['clean']:.0%} · "
+                f"eval [bold]{record['arm']}[/bold] s{record['seed']} @ {record['interactions']:>3}"
+                + (f" for {record['profile']}" if record["profile"] else "") + f": clean {record['clean']:.0%} · "
                 f"compliant {record['compliance']:.0%} · degenerate {record['degenerate']:.0%} · relevant {record['relevant']:.0%} · "
-                f"{record['mean_words']:.0f} words" + (f" · KL {record['kl']:.3f}" if record["kl"] is not None else ""),
+                f"{record['mean_words']:.0f} words" + (f" · KL {record['kl']:.3f}" if record["kl"] is not None else "")
+                + (f" · win rate {record['win_rate']:.0%}" if record["win_rate"] is not None else ""),
                 highlight=False,
             )
         elif kind == "done":
             self.progress.update(self.tasks[key], description=f"{key[0]} s{key[1]} ✓")
         elif kind == "error":
             self.progress.console.print(f"[red]{key[0]} s{key[1]} failed:[/red]\n{event['text']}")
+
+
+@app.command(rich_help_panel="Experiments")
+@_with_personalize_options
+def continual(
+    profiles: Annotated[Optional[str], typer.Option(help="Complementary profiles, comma-separated, added one after another: the user holds the first, then the first two, … (replaces --profile)", rich_help_panel="Continual")] = None,
+    stage: Annotated[Optional[int], typer.Option(help="Interactions between additions; a multiple of the batch size. (default: --interactions divided by the number of profiles, rounded down to a batch)", min=1, rich_help_panel="Continual")] = None,
+    **options: Any,
+) -> None:
+    """Continual personalization: preferences are added one after another, every --stage interactions.
+
+    At stage k the user holds the first k preferences at once (a scripted user checks all of them). Every evaluation
+    scores compliance, clean compliance and win rate vs the untrained model for each preference on its own, so
+    curve.png shows whether earlier preferences are retained as new ones arrive. Takes every option of `personalize`.
+
+    Example:
+
+      hindsight continual --profiles concise,no_emojis,no_exclamation -n 96 --stage 32
+    """
+    names = [n.strip() for n in profiles.split(",") if n.strip()] if profiles else []
+    if profiles is not None and len(names) < 2:
+        raise UserInputError(f"--profiles {profiles}: give at least two profiles, e.g. --profiles concise,no_emojis")
+    if names and options["profile"] is not None:
+        raise UserInputError("--profiles names every profile, the first included; leave out --profile")
+
+    def adjust(c: RunConfig) -> dict[str, Any]:
+        if not names:
+            if c.continual is None:
+                raise UserInputError("--profiles is required (or a --config with a continual section)")
+            return {"continual": {**c.continual.model_dump(), **({"stage": stage} if stage else {})}}
+        default = c.interactions // len(names) // c.batch_size * c.batch_size
+        return {"profile": names[0], "continual": {"add": names[1:], "stage": stage or default}}
+
+    _launch(options, adjust)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -273,7 +382,7 @@ def _run_dir(run: str, results: Path) -> Path:
 def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
     """List runs under results/ with their status and last clean compliance per arm."""
     from harness.records import RunInfo
-    from harness.report import curves, load_evals
+    from harness.report import by_preference, curves, load_evals
 
     table = Table(title=f"runs in {results}")
     for column in ("run", "status", "profile", "treated", "control", "oracle", "seconds"):
@@ -281,7 +390,7 @@ def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] 
     for folder in sorted(p for p in results.glob("*") if (p / "config.yaml").is_file()):
         info = RunInfo.model_validate_json((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
         profile = yaml.safe_load((folder / "config.yaml").read_text()).get("profile", "?")
-        clean = curves(load_evals(folder), "clean", True)
+        clean = curves(by_preference(load_evals(folder))[0][1], "clean", True)
         cells = [f"{clean[a][-1].mean:.2f}" if a in clean else "–" for a in ("treated", "control", "oracle")]
         table.add_row(folder.name, info.status if info else "?", str(profile), *cells, f"{info.seconds:.0f}" if info and info.seconds else "–")
     console.print(table)
@@ -291,21 +400,22 @@ def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] 
 def show(run: Annotated[str, typer.Argument(help="Run id (folder under results/) or path.")], results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
     """Summarise a run: last evaluation per arm with 95% intervals, the verdict, and where its files are."""
     from harness.records import RunInfo
-    from harness.report import METRICS, final_table, load_evals, side_effects, verdict
+    from harness.report import METRICS, by_preference, final_table, load_evals, side_effects, verdict
 
     folder = _run_dir(run, results)
-    evals = load_evals(folder)
     info = RunInfo.model_validate_json((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
-    table = Table(title=f"{folder.name}" + (f" ({info.status})" if info else ""))
-    table.add_column("arm")
-    table.add_column("n")
-    for _, label, _ in METRICS:
-        table.add_column(label)
-    for arm, x, cells in final_table(evals):
-        table.add_row(arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS))
-    console.print(table)
-    console.print(verdict(evals), highlight=False)
-    console.print(side_effects(evals), highlight=False)
+    groups = by_preference(load_evals(folder))
+    for name, evals in groups:
+        table = Table(title=f"{folder.name}" + (f" ({info.status})" if info else "") + (f" · scored for {name}" if name else ""))
+        table.add_column("arm")
+        table.add_column("n")
+        for _, label, _ in METRICS:
+            table.add_column(label)
+        for arm, x, cells in final_table(evals):
+            table.add_row(arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS))
+        console.print(table)
+        console.print(verdict(evals), highlight=False)
+    console.print(side_effects(groups[0][1]), highlight=False)
     for name in ("curve.png", "summary.md", "interactions.jsonl"):
         if (folder / name).exists():
             console.print(f"  {folder / name}", highlight=False)
@@ -318,7 +428,7 @@ def compare(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a markdown table instead.")] = False,
 ) -> None:
     """Compare runs side by side: the config fields that differ, then each trained arm's last evaluation."""
-    from harness.report import METRICS, final_table, load_evals
+    from harness.report import METRICS, by_preference, final_table, load_evals
 
     folders = [_run_dir(r, results) for r in runs_]
     configs = [_flatten(yaml.safe_load((f / "config.yaml").read_text())) for f in folders]
@@ -326,9 +436,11 @@ def compare(
     header = ["run", *differ, "arm", "n", *(label for _, label, _ in METRICS)]
     rows = []
     for folder, config in zip(folders, configs):
-        for arm, x, cells in final_table(load_evals(folder)):
-            if arm in ("treated", "control"):
-                rows.append([folder.name, *(str(config.get(k, "–")) for k in differ), arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS)])
+        for name, evals in by_preference(load_evals(folder)):
+            for arm, x, cells in final_table(evals):
+                if arm in ("treated", "control"):
+                    tag = f"{arm} · {name}" if name else arm
+                    rows.append([folder.name, *(str(config.get(k, "–")) for k in differ), tag, str(x), *(cells.get(f, "–") for f, _, _ in METRICS)])
     if markdown:
         typer.echo("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for row in rows:
@@ -359,6 +471,74 @@ def report(run: Annotated[str, typer.Argument(help="Run id or path.")], results:
 
     path = write_report(_run_dir(run, results))
     console.print(f"wrote {path} and {path.with_name('curve.png')}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# usereval
+# ----------------------------------------------------------------------------------------------------------
+@app.command(rich_help_panel="Judges")
+def usereval(
+    rows: Annotated[Path, typer.Argument(help="JSONL, one object a line: prompt (text or messages), response, reference, optional history (past conversations as message lists, or past messages and follow-ups as text), optional id.")],
+    judge: Annotated[str, typer.Option(help="llm (any litellm model) or local (a local model's verdict-token probabilities). (default: llm)")] = "llm",
+    judge_model: Annotated[Optional[str], typer.Option(help="For llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. (default: openai/local for llm, smollm2-135m for local)")] = None,
+    judge_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the API key (never stored).")] = None,
+    persona_model: Annotated[Optional[str], typer.Option(help="litellm model that summarizes each user's history into a persona. (default: the judge model, with --judge llm)")] = None,
+    persona_api_base: Annotated[Optional[str], typer.Option(help="Base URL for --persona-model. (default: --judge-api-base)")] = None,
+    persona: Annotated[Optional[str], typer.Option(help="Persona text for rows without a history.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Use this profile's description as the persona of rows without a history.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for usereval.json and summary.md. (default: results/usereval-STEM)")] = None,
+) -> None:
+    """UserEval: judge responses against reference responses on personalization, instruction-following and overall.
+
+    Each axis is a pairwise judgement in both orders, parsed strictly (invalid verdicts are counted, never scored);
+    personalization and overall judge for a persona summarized from the row's history by --persona-model. Writes
+    usereval.json (per-axis win rates with bootstrap 95% intervals, every row's verdicts and persona, LLM usage) and
+    summary.md.
+
+    Example:
+
+      hindsight usereval turns.jsonl --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
+    """
+    import dataclasses
+
+    from harness.llm_client import LLMClient, LLMSettings, LLMUsage
+    from harness.records import UsageRecord
+    from judges import llm_usage, local_backend
+    from judges.backends import LiteLLMBackend
+    from judges.usereval import UserEval, load_rows, summary_markdown
+    from simulators.profile import load_profile
+
+    if judge not in ("llm", "local"):
+        raise UserInputError(f"--judge {judge}: use llm or local")
+    if persona and profile:
+        raise UserInputError("give --persona or --profile, not both")
+    data = load_rows(rows)
+    fallback = persona or (load_profile(profile).description if profile else None)
+    judge_client = None
+    if judge == "llm":
+        judge_client = LLMClient(LLMSettings(model=judge_model or "openai/local", api_base=judge_api_base, api_key_env=judge_api_key_env))
+    backend = LiteLLMBackend(judge_client) if judge_client else local_backend(judge_model or "smollm2-135m", "auto")
+    persona_spec = persona_model or (judge_client.settings.model if judge_client else None)
+    persona_client = None
+    if persona_spec:
+        persona_client = LLMClient(LLMSettings(model=persona_spec, api_base=persona_api_base or judge_api_base, api_key_env=judge_api_key_env, max_tokens=200))
+    result = UserEval(backend, persona_client).evaluate(data, persona=fallback)
+    usage = {role: u for role, u in (("judge", llm_usage(backend)), ("persona", persona_client.usage() if persona_client else None)) if u and u != LLMUsage()}
+    result.llm_usage = {role: UsageRecord(**dataclasses.asdict(u)) for role, u in usage.items()} or None
+    folder = out or RESULTS / f"usereval-{re.sub(r'[^A-Za-z0-9_.-]+', '-', rows.stem)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "usereval.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    (folder / "summary.md").write_text(summary_markdown(result, str(rows)), encoding="utf-8")
+    table = Table(title=f"UserEval of {rows} ({len(data)} rows, judge {result.judge})")
+    for column in ("axis", "win rate", "95% CI", "wins", "losses", "ties", "invalid", "swap agreement"):
+        table.add_column(column)
+    for axis, a in result.axes.items():
+        ci = f"{a.win_low:.2f}–{a.win_high:.2f}" if a.win_low is not None else "–"
+        table.add_row(axis, "–" if a.win_rate is None else f"{a.win_rate:.2f}", ci, str(a.wins), str(a.losses), str(a.ties), str(a.invalid),
+                      "–" if a.swap_agreement is None else f"{a.swap_agreement:.2f}")
+    console.print(table)
+    console.print(f"wrote {folder / 'usereval.json'} and {folder / 'summary.md'}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -48,6 +48,27 @@ class SimulatorSettings(BaseModel):
         return self
 
 
+class JudgeSettings(BaseModel):
+    """Who judges each held-out answer against the untrained model's answer to the same prompt, for the profile's persona.
+
+    ``rules``: the profile's checks (offline; fewer failed checks wins). ``llm``: any LLM through litellm, asked in both
+    orders. ``local``: a local model's verdict-token probabilities, both orders. ``none``: no win rates.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["rules", "llm", "local", "none"] = "rules"
+    llm: LLMSettings | None = Field(None, description="for kind=llm")
+    model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> JudgeSettings:
+        if self.kind == "llm" and self.llm is None:
+            raise ValueError("judge kind 'llm' needs llm settings (--judge-model, and --judge-api-base for a local server)")
+        if self.kind == "local" and not self.model:
+            raise ValueError("judge kind 'local' needs a model (--judge-model)")
+        return self
+
+
 class EvalSettings(BaseModel):
     """Held-out evaluation (greedy, fixed prompts) every ``every`` interactions."""
 
@@ -65,6 +86,14 @@ class EvalSettings(BaseModel):
     cache_untrained: bool = Field(True, description="reuse the untrained model's greedy answers across runs (same model, prompts, settings)")
 
 
+class ContinualSettings(BaseModel):
+    """Preferences added one after another (hindsight continual): from interaction k·stage on the user also holds ``add[k-1]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    add: list[str] = Field(min_length=1, description="profiles (names or paths) added after `profile`, in order; complementary ones")
+    stage: int = Field(ge=1, description="interactions between additions (a multiple of batch_size)")
+
+
 class RunConfig(BaseModel):
     """One personalization experiment: the treated arm, and optionally its control and the in-context oracle, per seed."""
 
@@ -78,6 +107,9 @@ class RunConfig(BaseModel):
     seeds: int = Field(1, ge=1, description="repeat with seeds seed, seed+1, …; curves report means with 95% intervals")
     control: bool = Field(True, description="also run an identical arm whose follow-ups are always neutral messages")
     oracle: bool = Field(True, description="also evaluate the untrained model with the profile in its system prompt")
+    flip_at: int | None = Field(None, ge=1, description="hindsight flip: the user holds the profile's opposite from this interaction on (a multiple "
+                                "of batch_size); every evaluation scores both")
+    continual: ContinualSettings | None = Field(None, description="hindsight continual: preferences added one after another; every evaluation scores each")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
     save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")
@@ -86,6 +118,7 @@ class RunConfig(BaseModel):
     prompts: PromptSettings = PromptSettings()
     generation: GenerationSettings = GenerationSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    judge: JudgeSettings = JudgeSettings()
     trainer: SDPOConfig = SDPOConfig()
     eval: EvalSettings = EvalSettings()
 
@@ -93,7 +126,19 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.eval.every % self.batch_size:
             raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of batch_size ({self.batch_size})")
+        if self.flip_at is not None and self.continual is not None:
+            raise ValueError("a run either flips (flip_at) or adds preferences (continual), not both")
+        for change in self.changes():
+            if change % self.batch_size or change >= self.interactions:
+                raise ValueError(f"the user changes at interaction {change}: it must be a multiple of batch_size ({self.batch_size}) "
+                                 f"below interactions ({self.interactions})")
         return self
+
+    def changes(self) -> list[int]:
+        """The interactions at which the simulated user's preferences change (none in plain personalization)."""
+        if self.continual is not None:
+            return [k * self.continual.stage for k in range(1, len(self.continual.add) + 1)]
+        return [self.flip_at] if self.flip_at is not None else []
 
     def with_budgets(self, min_words: int) -> RunConfig:
         """Fill the automatic token budgets: 96 (train) and 160 (eval) tokens, or room for the profile's

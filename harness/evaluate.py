@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,7 +16,9 @@ from harness.engine import Engine, Generation, SamplingParams
 from harness.policy import Policy
 from harness.records import Arm, EvalRecord, SampleRecord
 from harness.runtime import cache_dir
+from judges.base import Judge, Pair, Verdict
 from judges.degeneration import assess
+from judges.pairwise import WinRate, summarize
 from judges.relevance import Embedder, novel_content_words
 from simulators.profile import Profile, words
 
@@ -28,11 +31,21 @@ def oracle_system(profile: Profile, base: str | None) -> str:
     return f"{base}\n\n{persona}" if base else persona
 
 
-class Evaluator:
-    """Scores a policy on the held-out prompts; the untrained model's answers are the relevance reference."""
+@dataclass(frozen=True)
+class Preference:
+    """A preference scored at each evaluation: compliance with its profile's checks and, with a judge, the win rate
+    against the untrained model for its persona. ``label`` names it in the records (None when a run scores one only)."""
 
-    def __init__(self, profile: Profile, prompts: Sequence[str], settings: EvalSettings, embedder: Embedder):
-        self.profile = profile
+    profile: Profile
+    judge: Judge | None = None
+    label: str | None = None
+
+
+class Evaluator:
+    """Scores a policy on the held-out prompts, once per preference; the untrained model's answers are the relevance reference."""
+
+    def __init__(self, preferences: Sequence[Preference], prompts: Sequence[str], settings: EvalSettings, embedder: Embedder):
+        self.preferences = list(preferences)
         self.prompts = list(prompts)
         self.settings = settings
         self.embedder = embedder
@@ -42,7 +55,10 @@ class Evaluator:
     def set_reference(self, answers: Sequence[str]) -> None:
         self.reference_vectors = self.embedder.embed(answers)
 
-    def run(self, policy: Policy, engine: Engine, *, arm: Arm, seed: int, interactions: int, system: str | None = None) -> tuple[EvalRecord, list[SampleRecord]]:
+    def run(self, policy: Policy, engine: Engine, *, arm: Arm, seed: int, interactions: int, system: str | None = None,
+            against: Sequence[str] | None = None, preferences: Sequence[Preference] | None = None) -> tuple[list[EvalRecord], list[SampleRecord]]:
+        """One record per preference (all, or ``preferences``) and one sample per answer and preference. With ``against``
+        (the untrained model's answers, in prompt order) each preference's judge compares every answer with them."""
         start = time.perf_counter()
         s = self.settings
         contexts = [policy.encode_chat(policy.messages(p, system=system)) for p in self.prompts]
@@ -60,47 +76,55 @@ class Evaluator:
             kl = self._kl(policy, contexts[: s.kl_prompts], answers[: s.kl_prompts])
         elif arm == "initial":
             kl = 0.0
-
-        samples, flags = [], []
-        for prompt, answer, ps, rs in zip(self.prompts, answers, prompt_sim, ref_sim):
-            failed = [c.describe() for c in self.profile.failures(answer.text)]
-            degeneration = assess(answer.text, answer.finished, truncated_counts=s.truncated_is_degenerate)
-            novel = novel_content_words(answer.text, prompt)
-            relevant = ps >= s.min_prompt_similarity and rs >= s.min_reference_similarity and rs - ps >= s.min_similarity_gain and novel >= s.min_novel_words
-            clean = not failed and not degeneration.degenerate and relevant
-            flags.append((not failed, degeneration, relevant, clean))
-            samples.append(
-                SampleRecord(
-                    arm=arm, seed=seed, interactions=interactions, prompt=prompt, answer=answer.text, words=words(answer.text),
-                    compliant=not failed, failed_checks=failed, degeneration=degeneration.reasons(),
-                    prompt_similarity=round(ps, 4), reference_similarity=round(rs, 4), novel_words=novel, relevant=relevant, clean=clean,
-                )
-            )
-        n = len(samples)
+        degeneration = [assess(a.text, a.finished, truncated_counts=s.truncated_is_degenerate) for a in answers]
+        novel = [novel_content_words(a.text, p) for p, a in zip(self.prompts, answers)]
+        relevant = [ps >= s.min_prompt_similarity and rs >= s.min_reference_similarity and rs - ps >= s.min_similarity_gain and nv >= s.min_novel_words
+                    for ps, rs, nv in zip(prompt_sim, ref_sim, novel)]
+        n = len(answers)
 
         def share(values) -> float:
             return sum(map(float, values)) / n
 
-        record = EvalRecord(
-            arm=arm, seed=seed, interactions=interactions, n=n,
-            compliance=share(f[0] for f in flags),
-            clean=share(f[3] for f in flags),
-            degenerate=share(f[1].degenerate for f in flags),
-            relevant=share(f[2] for f in flags),
-            mean_words=share(x.words for x in samples),
-            apology=share(f[1].apology for f in flags),
-            meta=share(f[1].meta for f in flags),
-            looping=share(f[1].looping for f in flags),
-            empty=share(f[1].empty for f in flags),
-            truncated=share(f[1].truncated for f in flags),
-            repetition=share(f[1].repetition for f in flags),
-            distinct2=share(f[1].distinct2 for f in flags),
-            prompt_similarity=share(prompt_sim),
-            reference_similarity=share(ref_sim),
-            kl=kl,
-            seconds=time.perf_counter() - start,
-        )
-        return record, samples
+        records, samples = [], []
+        for preference in self.preferences if preferences is None else preferences:
+            failed = [[c.describe() for c in preference.profile.failures(t)] for t in texts]
+            clean = [not f and not d.degenerate and r for f, d, r in zip(failed, degeneration, relevant)]
+            verdicts: list[Verdict | None] = [None] * n
+            win: dict = {}
+            if preference.judge is not None and against is not None:
+                pairs = [Pair(p, a, b) for p, a, b in zip(self.prompts, texts, against)]
+                verdicts = list(preference.judge.compare(pairs, persona=preference.profile.description))
+                win = _win_fields(summarize(verdicts), preference.judge.name)
+            for prompt, answer, fails, degen, nv, ps, rs, rel, ok, verdict in zip(self.prompts, answers, failed, degeneration, novel, prompt_sim,
+                                                                                 ref_sim, relevant, clean, verdicts):
+                samples.append(SampleRecord(
+                    arm=arm, seed=seed, interactions=interactions, prompt=prompt, answer=answer.text, words=words(answer.text),
+                    compliant=not fails, failed_checks=fails, degeneration=degen.reasons(), prompt_similarity=round(ps, 4),
+                    reference_similarity=round(rs, 4), novel_words=nv, relevant=rel, clean=ok, profile=preference.label,
+                    verdict=verdict.winner if verdict else None, verdict_raw=list(verdict.raw) if verdict else None,
+                ))
+            records.append(EvalRecord(
+                arm=arm, seed=seed, interactions=interactions, n=n,
+                compliance=share(not f for f in failed),
+                clean=share(clean),
+                degenerate=share(d.degenerate for d in degeneration),
+                relevant=share(relevant),
+                mean_words=share(words(t) for t in texts),
+                apology=share(d.apology for d in degeneration),
+                meta=share(d.meta for d in degeneration),
+                looping=share(d.looping for d in degeneration),
+                empty=share(d.empty for d in degeneration),
+                truncated=share(d.truncated for d in degeneration),
+                repetition=share(d.repetition for d in degeneration),
+                distinct2=share(d.distinct2 for d in degeneration),
+                prompt_similarity=share(prompt_sim),
+                reference_similarity=share(ref_sim),
+                kl=kl,
+                seconds=time.perf_counter() - start,
+                profile=preference.label,
+                **win,
+            ))
+        return records, samples
 
     @torch.no_grad()
     def _kl(self, policy: Policy, contexts: list[list[int]], answers: list[Generation], chunk: int = 8) -> float:
@@ -134,3 +158,9 @@ def _cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], 
     tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
     tmp.replace(path)
     return answers
+
+
+def _win_fields(summary: WinRate, judge: str) -> dict:
+    low, high = summary.ci or (None, None)
+    return {"judge": judge, "win_rate": summary.win_rate, "win_low": low, "win_high": high, "decisive": summary.decisive,
+            "ties": summary.ties / summary.n if summary.n else None, "invalid_rate": summary.invalid_rate, "swap_agreement": summary.swap_agreement}

@@ -50,6 +50,15 @@ class LLMUsage:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
 
+    def __add__(self, other: LLMUsage) -> LLMUsage:
+        return LLMUsage(
+            calls=self.calls + other.calls,
+            cache_hits=self.cache_hits + other.cache_hits,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost_usd=None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd,
+        )
+
 
 @dataclass(frozen=True)
 class CacheStats:
@@ -156,14 +165,8 @@ class LLMClient:
 
     def _count(self, *, cache_hit: bool = False, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float | None = 0.0) -> None:
         with self._lock:
-            u = self._usage
-            self._usage = LLMUsage(
-                calls=u.calls + (not cache_hit),
-                cache_hits=u.cache_hits + cache_hit,
-                prompt_tokens=u.prompt_tokens + prompt_tokens,
-                completion_tokens=u.completion_tokens + completion_tokens,
-                cost_usd=None if u.cost_usd is None or cost is None else u.cost_usd + cost,
-            )
+            self._usage += LLMUsage(calls=int(not cache_hit), cache_hits=int(cache_hit), prompt_tokens=prompt_tokens,
+                                    completion_tokens=completion_tokens, cost_usd=cost)
 
     def usage(self) -> LLMUsage:
         """A snapshot of this client's calls, cache hits, new tokens and cost so far."""

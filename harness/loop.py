@@ -3,12 +3,15 @@
 Per arm and seed: for N interactions in batches, draw training prompts → the policy answers (sampled) → the
 simulated user replies → one trainer update; every K interactions, evaluate on the held-out prompts.
 Before the arms start, the untrained model is evaluated once (the curves' x = 0 point and the reference
-answers for relevance), and, with ``oracle``, once more with the profile in its system prompt.
-The control arm is identical except that its user always sends a neutral message.
+answers for relevance and for the judge's win rates), and, with ``oracle``, once more with the profile in its
+system prompt. The control arm is identical except that its user always sends a neutral message.
+With ``flip_at`` the treated arm's user switches to the profile's opposite there, and every evaluation scores both;
+with ``continual`` preferences are added to the user's every ``stage`` interactions, and every evaluation scores each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import platform
@@ -23,16 +26,18 @@ from pathlib import Path
 
 from harness.config import RunConfig
 from harness.engine import HFEngine, SamplingParams
-from harness.evaluate import Evaluator, oracle_system
+from harness.evaluate import Evaluator, Preference, oracle_system
 from harness.interaction import Interaction
 from harness.policy import Policy
 from harness.prompts import load_prompts
-from harness.records import EvalRecord, InteractionRecord, RunInfo, TrainRecord, append_jsonl, now, write_json
+from harness.llm_client import LLMUsage
+from harness.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, UsageRecord, append_jsonl, now, write_json
 from harness.runtime import quiet_libraries, seed_everything, set_threads
+from harness.schedule import build_schedule
+from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
-from simulators.profile import load_profile
 from trainers.sdpo import SDPOTrainer
 
 Event = dict
@@ -52,16 +57,25 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "")
     """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events."""
     from harness.report import write_report
 
-    config = config.with_budgets(load_profile(config.profile).min_words())
+    config = config.with_budgets(max(p.min_words() for p in build_schedule(config).scored))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     info = RunInfo(run_id=run_dir.name, versions=_versions(), command=command)
     write_json(run_dir / "run.json", info)
     start = time.perf_counter()
+    usage: dict[str, LLMUsage] = {}
+
+    def collect(event: Event) -> None:
+        if event["type"] == "usage":
+            usage[event["role"]] = usage.get(event["role"], LLMUsage()) + LLMUsage(**event["usage"])
+        sink(event)
+
     try:
-        reference = _baseline_evals(config, run_dir, sink)
+        reference = _baseline_evals(config, run_dir, collect)
         jobs = [ArmJob(config, run_dir, arm, seed, reference) for arm, seed in config.arms()]
-        _run_jobs(jobs, config.jobs, sink)
+        _run_jobs(jobs, config.jobs, collect)
+        info.llm_usage = _usage_records(usage)
+        write_json(run_dir / "run.json", info)  # the report quotes the usage
         write_report(run_dir)
         info.status = "finished"
     except BaseException as exc:
@@ -70,6 +84,7 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "")
     finally:
         info.finished, info.seconds = now(), round(time.perf_counter() - start, 1)
         info.device = info.device or _device_name(config)
+        info.llm_usage = _usage_records(usage)
         write_json(run_dir / "run.json", info)
     return info
 
@@ -79,27 +94,52 @@ def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, 
     quiet_libraries()
     set_threads(config.threads * min(config.jobs, len(config.arms())) if config.threads else None)
     seed_everything(config.seed)
-    profile = load_profile(config.profile)
     prompts = load_prompts(config.prompts)
     policy = Policy.load(config.policy)
     engine = HFEngine(policy, batch_size=config.eval.batch_size)
-    evaluator = Evaluator(profile, prompts.heldout, config.eval, Embedder(device=policy.device))
+    preferences = _preferences(config)
+    evaluator = Evaluator(preferences, prompts.heldout, config.eval, Embedder(device=policy.device))
     sink({"type": "phase", "text": f"evaluating the untrained model on {len(prompts.heldout)} held-out prompts"})
-    record, samples = evaluator.run(policy, engine, arm="initial", seed=config.seed, interactions=0)
-    _write_eval(run_dir, record, samples, sink)
+    records, samples = evaluator.run(policy, engine, arm="initial", seed=config.seed, interactions=0)
+    _write_eval(run_dir, records, samples, sink)
+    reference = tuple(s.answer for s in samples[: len(prompts.heldout)])
+    evaluator.set_reference(reference)  # the oracle's relevance is judged like the trained arms'
     if config.oracle:
-        sink({"type": "phase", "text": "evaluating the in-context oracle (profile in the system prompt)"})
-        system = oracle_system(profile, config.policy.system_prompt)
-        oracle, oracle_samples = evaluator.run(policy, engine, arm="oracle", seed=config.seed, interactions=0, system=system)
-        _write_eval(run_dir, oracle, oracle_samples, sink)
-    return tuple(s.answer for s in samples)
+        sink({"type": "phase", "text": "evaluating the in-context oracle (profile in the system prompt) and judging it against the untrained model"})
+        for preference in preferences:
+            system = oracle_system(preference.profile, config.policy.system_prompt)
+            oracle, oracle_samples = evaluator.run(policy, engine, arm="oracle", seed=config.seed, interactions=0, system=system,
+                                                   against=reference, preferences=[preference])
+            _write_eval(run_dir, oracle, oracle_samples, sink)
+    _report_usage(sink, judge=[p.judge for p in preferences])
+    return reference
 
 
-def _write_eval(run_dir: Path, record: EvalRecord, samples: list, sink: Sink) -> None:
-    append_jsonl(run_dir / "metrics.jsonl", record)
+def _preferences(config: RunConfig) -> list[Preference]:
+    """The preferences every evaluation scores, each with its judge; named in the records when there are several."""
+    scored = build_schedule(config).scored
+    return [Preference(p, build_judge(config.judge, p, device=config.policy.device), p.name if len(scored) > 1 else None) for p in scored]
+
+
+def _report_usage(sink: Sink, **components: list) -> None:
+    """Send what the LLMs behind these simulators and judges spent in this process, per role."""
+    for role, items in components.items():
+        spent = [u for u in map(llm_usage, items) if u is not None]
+        if spent:
+            sink({"type": "usage", "role": role, "usage": dataclasses.asdict(sum(spent, LLMUsage()))})
+
+
+def _usage_records(usage: dict[str, LLMUsage]) -> dict[str, UsageRecord] | None:
+    return {role: UsageRecord(**dataclasses.asdict(u)) for role, u in usage.items()} or None
+
+
+def _write_eval(run_dir: Path, records: list[EvalRecord], samples: list[SampleRecord], sink: Sink) -> None:
+    for record in records:
+        append_jsonl(run_dir / "metrics.jsonl", record)
     for sample in samples:
         append_jsonl(run_dir / "samples.jsonl", sample)
-    sink({"type": "eval", "arm": record.arm, "seed": record.seed, "record": record.model_dump()})
+    for record in records:
+        sink({"type": "eval", "arm": record.arm, "seed": record.seed, "record": record.model_dump()})
 
 
 def _run_jobs(jobs: list[ArmJob], workers: int, sink: Sink) -> None:
@@ -145,12 +185,13 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     quiet_libraries()
     set_threads(config.threads)
     seed_everything(seed)
-    profile = load_profile(config.profile)
+    schedule = build_schedule(config)
     prompts = load_prompts(config.prompts)
     policy = Policy.load(config.policy)
     policy.snapshot_initial()  # the reference for KL to the initial policy (and the KL anchor)
     engine = HFEngine(policy)
-    evaluator = Evaluator(profile, prompts.heldout, config.eval, Embedder(device=policy.device))
+    preferences = _preferences(config)
+    evaluator = Evaluator(preferences, prompts.heldout, config.eval, Embedder(device=policy.device))
     evaluator.set_reference(job.reference)
     pool = load_pool(config.neutral_pool)
     simulator = build_simulator(config.simulator) if arm == "treated" else NeutralSimulator(pool, salt=f"control-{seed}")
@@ -166,7 +207,8 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         contexts = [policy.encode_chat(m) for m in messages]
         answers = engine.generate(contexts, params)
         t1 = time.perf_counter()
-        followups = simulator.respond([[*m, {"role": "assistant", "content": a.text}] for m, a in zip(messages, answers)], profile)
+        user = schedule.user_at(first)  # changes fall on batch boundaries (RunConfig checks)
+        followups = simulator.respond([[*m, {"role": "assistant", "content": a.text}] for m, a in zip(messages, answers)], user)
         t2 = time.perf_counter()
         batch = [Interaction(i, p, m, c, a, f) for i, p, m, c, a, f in zip(indices, prompt_texts, messages, contexts, answers, followups)]
         result = trainer.step(batch)
@@ -177,6 +219,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
                 response=interaction.response.text, response_tokens=len(interaction.response.token_ids),
                 finished=interaction.response.finished, followup=interaction.followup.text,
                 followup_raw=interaction.followup.raw, satisfied=interaction.followup.satisfied, advantage=summary,
+                profile=user.name if schedule.changing else None,
             ))
         done = indices[-1] + 1
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
@@ -187,10 +230,11 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         sink({"type": "step", "arm": arm, "seed": seed, "done": done, "total": total, "loss": result.metrics.get("loss"),
               "satisfied": sum(satisfied) / len(satisfied) if satisfied else None, "skipped": result.skipped})
         if done % config.eval.every == 0 or done == total:
-            record, samples = evaluator.run(policy, engine, arm=arm, seed=seed, interactions=done)
-            _write_eval(run_dir, record, samples, sink)
+            records, samples = evaluator.run(policy, engine, arm=arm, seed=seed, interactions=done, against=job.reference)
+            _write_eval(run_dir, records, samples, sink)
     if arm == "treated" and config.save_checkpoint:
         policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
+    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
     sink({"type": "done", "arm": arm, "seed": seed})
 
 

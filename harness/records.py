@@ -41,6 +41,7 @@ class InteractionRecord(_Record):
     followup: str
     followup_raw: str
     satisfied: bool | None
+    profile: str | None = Field(None, description="the user's profile at this interaction, when it changes during the run (flip, continual)")
     advantage: dict = Field(default_factory=dict, description="per-token advantage summary (mean/min/max, extreme tokens)")
 
 
@@ -77,6 +78,15 @@ class EvalRecord(_Record):
     reference_similarity: float
     kl: float | None = Field(description="mean per-token KL(π_θ ‖ π_0) on these answers")
     seconds: float
+    profile: str | None = Field(None, description="the preference scored (flip and continual runs score each one; None: the run's only profile)")
+    judge: str | None = Field(None, description="the judge of the win-rate fields (None: not judged)")
+    win_rate: float | None = Field(None, description="win rate against the untrained model's answers, ties as half, invalid verdicts left out")
+    win_low: float | None = Field(None, description="bootstrap 95% interval of win_rate over prompts")
+    win_high: float | None = None
+    decisive: float | None = Field(None, description="wins / (wins + losses)")
+    ties: float | None = Field(None, description="share of prompts judged a tie")
+    invalid_rate: float | None = Field(None, description="share of prompts with an unparseable verdict")
+    swap_agreement: float | None = Field(None, description="share of pairs judged validly in both orders whose orders agree")
 
 
 class SampleRecord(_Record):
@@ -94,6 +104,20 @@ class SampleRecord(_Record):
     novel_words: int
     relevant: bool
     clean: bool
+    profile: str | None = Field(None, description="the preference scored (see EvalRecord.profile)")
+    verdict: Literal["A", "B", "tie", "invalid"] | None = Field(None, description="the judge's verdict, this answer (A) against the untrained model's (B)")
+    verdict_raw: list[str] | None = Field(None, description="the judge's text for each order it was asked in")
+
+
+class UsageRecord(BaseModel):
+    """LLM calls made for one role (judge or simulator) over a run, summed over its processes; cost None when unknown."""
+
+    model_config = ConfigDict(extra="forbid")
+    calls: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
 
 
 MetricRecord = Annotated[TrainRecord | EvalRecord, Field(discriminator="kind")]
@@ -112,6 +136,7 @@ class RunInfo(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     device: str = ""
     command: str = ""
+    llm_usage: dict[str, UsageRecord] | None = Field(None, description="per role ('judge', 'simulator'), when an LLM played it")
 
 
 def now() -> str:

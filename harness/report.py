@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from harness.stats import interval
 
 # (field, label, is a share) in the order they are drawn and tabulated
 METRICS = [
+    ("win_rate", "win rate vs initial", True),
     ("clean", "clean compliance", True),
     ("compliance", "compliance", True),
     ("degenerate", "degenerate", True),
@@ -20,6 +22,8 @@ METRICS = [
     ("kl", "KL to initial", False),
 ]
 COLOURS = {"treated": "#1f77b4", "control": "#ff7f0e", "oracle": "#2ca02c", "initial": "#555555"}
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]  # one per preference in flip and continual runs
+PREFERENCE_FIELDS = {"win_rate", "clean", "compliance"}  # the metrics that depend on the preference scored
 
 
 @dataclass
@@ -50,43 +54,85 @@ def curves(evals: list[EvalRecord], field: str, share: bool) -> dict[str, list[P
     for arm, points in by_arm.items():
         if arm in ("treated", "control") and initial:
             points = {0: initial, **points}
-        series = []
-        for x in sorted(points):
-            records = points[x]
-            mean, low, high = interval([getattr(r, field) for r in records], records[0].n, share)
-            series.append(Point(x, mean, max(low, 0.0), high, len(records)))  # every metric here is non-negative
-        out[arm] = series
+        out[arm] = [_point(x, points[x], field, share) for x in sorted(points)]
     return out
 
 
-def plot(run_dir: Path, evals: list[EvalRecord], title: str) -> Path:
+def _point(x: int, records: list[EvalRecord], field: str, share: bool) -> Point:
+    """One seed's win rate keeps its bootstrap interval over prompts; several seeds combine like any share (stats.interval),
+    over the prompts with a valid verdict."""
+    if field == "win_rate":
+        if len(records) == 1:
+            r = records[0]
+            low, high = (r.win_low, r.win_high) if r.win_low is not None and r.win_high is not None else (r.win_rate, r.win_rate)
+            return Point(x, r.win_rate, low, high, 1)
+        valid = min(round(r.n * (1 - (r.invalid_rate or 0.0))) for r in records)
+        return Point(x, *interval([r.win_rate for r in records], valid, True), len(records))
+    mean, low, high = interval([getattr(r, field) for r in records], records[0].n, share)
+    return Point(x, mean, max(low, 0.0), high, len(records))  # every metric here is non-negative
+
+
+def by_preference(evals: list[EvalRecord]) -> list[tuple[str | None, list[EvalRecord]]]:
+    """Records grouped by the preference they score, in first-seen order: [(None, all)] for a plain run."""
+    labels = list(dict.fromkeys(r.profile for r in evals)) or [None]
+    return [(label, [r for r in evals if r.profile == label]) for label in labels]
+
+
+def plot(run_dir: Path, evals: list[EvalRecord], title: str, changes: Sequence[int] = ()) -> Path:
+    """curve.png. A plain run: every metric per arm. Several preferences (flip, continual): win rate, clean compliance
+    and compliance with one colour per preference (treated solid with its band, control dash-dotted, oracle dashed),
+    the preference-free metrics per arm, and a vertical line where the user changes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), constrained_layout=True)
-    for ax, (field, label, share) in zip(axes.flat, METRICS):
-        for arm, series in curves(evals, field, share).items():
-            colour = COLOURS[arm]
-            if arm in ("oracle", "initial"):
-                value = series[0].mean
-                ax.axhline(value, color=colour, linestyle="--" if arm == "oracle" else ":", linewidth=1.2, label=f"{arm} ({value:.2f})")
-                continue
-            xs = [p.interactions for p in series]
-            ax.plot(xs, [p.mean for p in series], marker="o", color=colour, label=arm)
-            ax.fill_between(xs, [p.low for p in series], [p.high for p in series], color=colour, alpha=0.15)
-        ax.set_title(label)
+    groups = by_preference(evals)
+    several = len(groups) > 1
+    panels = [m for m in METRICS if m[0] not in ("relevant",)] if several else METRICS
+    fig, axes = plt.subplots(2, 4 if not several else 3, figsize=(18 if not several else 15, 7.5), constrained_layout=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (field, label, share) in zip(axes.flat, panels):
+        if field == "win_rate":
+            ax.axhline(0.5, color=COLOURS["initial"], linestyle=":", linewidth=1.2, label="untrained (parity)")
+        if several and field in PREFERENCE_FIELDS:
+            for k, (name, records) in enumerate(groups):
+                _draw(ax, curves(records, field, share), colour=PALETTE[k % len(PALETTE)], name=name)
+        else:
+            _draw(ax, curves(groups[0][1], field, share))
+        for x in changes:
+            ax.axvline(x, color="black", linestyle="--", linewidth=1, alpha=0.6)
+        ax.set_title(label + (" (the user changes at " + ", ".join(map(str, changes)) + ")" if changes and field == "win_rate" else ""))
         ax.set_xlabel("interactions")
+        ax.set_xlim(left=0)
         if share:
             ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(loc="best", fontsize=8)
+    for ax in axes.flat[:2]:
+        ax.legend(loc="best", fontsize=7)
     fig.suptitle(title)
     path = run_dir / "curve.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _draw(ax, series_by_arm: dict[str, list[Point]], colour: str | None = None, name: str | None = None) -> None:
+    """One metric's arms on ``ax``: trained arms as lines (treated with its band), oracle and untrained as reference lines.
+    With ``colour`` (one preference among several) every arm takes it and the arms differ by line style."""
+    for arm, series in series_by_arm.items():
+        c = colour or COLOURS[arm]
+        tag = f"{arm} · {name}" if name else arm
+        if arm in ("oracle", "initial"):
+            value = series[0].mean
+            ax.axhline(value, color=c, linestyle="--" if arm == "oracle" else ":", linewidth=1.2, label=f"{tag} ({value:.2f})")
+            continue
+        xs = [p.interactions for p in series]
+        dashed = colour is not None and arm == "control"
+        ax.plot(xs, [p.mean for p in series], marker="o" if not dashed else None, linestyle="-." if dashed else "-", color=c, label=tag)
+        if not dashed:
+            ax.fill_between(xs, [p.low for p in series], [p.high for p in series], color=c, alpha=0.15)
 
 
 def fmt(point: Point, share: bool) -> str:
@@ -137,37 +183,66 @@ def side_effects(evals: list[EvalRecord]) -> str:
 def write_report(run_dir: Path) -> Path:
     config = RunConfig.from_file(run_dir / "config.yaml")
     evals = load_evals(run_dir)
-    title = f"{run_dir.name}: {config.method} · profile {config.profile} · {config.seeds} seed(s)"
-    plot(run_dir, evals, title)
-    lines = [f"# {run_dir.name}", "", f"method **{config.method}**, profile **{config.profile}**, model `{config.policy.model}`, "
+    groups = by_preference(evals)
+    title = f"{run_dir.name}: {config.method} · {describe_user(config)} · {config.seeds} seed(s)"
+    plot(run_dir, evals, title, config.changes())
+    lines = [f"# {run_dir.name}", "", f"method **{config.method}**, user **{describe_user(config)}**, model `{config.policy.model}`, "
              f"{config.interactions} interactions in batches of {config.batch_size}, {config.seeds} seed(s), "
-             f"simulator {config.simulator.kind}; trainer: lr {config.trainer.lr:g}, loss {config.trainer.loss}, "
+             f"simulator {config.simulator.kind}, judge {config.judge.kind}; trainer: lr {config.trainer.lr:g}, loss {config.trainer.loss}, "
              f"baseline {config.trainer.baseline}, kl_anchor {config.trainer.kl_anchor:g}, lora {'on' if config.policy.lora else 'off'}.",
-             "", f"**{verdict(evals)}**", "", side_effects(evals), "", "![curves](curve.png)", "", "## Last evaluation (95% intervals)", ""]
-    header = "| arm | interactions | " + " | ".join(label for _, label, _ in METRICS) + " |"
-    lines += [header, "|" + "---|" * (len(METRICS) + 2)]
-    for arm, x, cells in final_table(evals):
-        lines.append(f"| {arm} | {x} | " + " | ".join(cells.get(f, "–") for f, _, _ in METRICS) + " |")
-    lines += ["", "## Clean compliance over interactions", ""]
-    series = curves(evals, "clean", True)
-    xs = sorted({p.interactions for arm in ("treated", "control") for p in series.get(arm, [])})
-    lines += ["| interactions | " + " | ".join(a for a in ("treated", "control") if a in series) + " |", "|---|" + "---|" * sum(a in series for a in ("treated", "control"))]
-    for x in xs:
-        cells = [next((fmt(p, True) for p in series[a] if p.interactions == x), "–") for a in ("treated", "control") if a in series]
-        lines.append(f"| {x} | " + " | ".join(cells) + " |")
-    lines += ["", "## Example answers (first held-out prompts, seed " + str(config.seed) + ")", ""]
-    lines += _examples(run_dir, config)
+             "", side_effects(groups[0][1]), "", "![curves](curve.png)"]
+    for name, records in groups:
+        lines += ["", f"## Preference: {name}" if name else "", f"**{verdict(records)}**", "", "### Last evaluation (95% intervals)", ""]
+        lines += table_lines(records)
+        for field, label in (("win_rate", "Win rate vs the untrained model"), ("clean", "Clean compliance")):
+            lines += ["", f"### {label} over interactions", ""] + over_time(records, field)
+    lines += ["", "## Example answers (first held-out prompts, seed " + str(config.seed) + (f", scored for {groups[0][0]}" if groups[0][0] else "") + ")", ""]
+    lines += _examples(run_dir, config, groups[0][0])
     info_path = run_dir / "run.json"
     if info_path.is_file():
         info = RunInfo.model_validate_json(info_path.read_text())
         lines += ["", f"Run started {info.created}; versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()) + "."]
+        for role, u in (info.llm_usage or {}).items():
+            cost = "unknown cost" if u.cost_usd is None else f"${u.cost_usd:.4f}"
+            lines.append(f"LLM {role}: {u.calls} calls ({u.cache_hits} cache hits), {u.prompt_tokens} + {u.completion_tokens} tokens, {cost}.")
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def _examples(run_dir: Path, config: RunConfig, count: int = 3) -> list[str]:
-    samples = list(read_jsonl(run_dir / "samples.jsonl", SampleRecord))
+def describe_user(config: RunConfig) -> str:
+    """The simulated user in words, e.g. 'concise, flipped to its opposite at 32' or 'concise, + no_emojis at 16'."""
+    if config.continual is not None:
+        return config.profile + "".join(f", + {name} at {x}" for name, x in zip(config.continual.add, config.changes()))
+    if config.flip_at is not None:
+        return f"{config.profile}, flipped to its opposite at {config.flip_at}"
+    return config.profile
+
+
+def table_lines(evals: list[EvalRecord]) -> list[str]:
+    """The last evaluation per arm as a markdown table."""
+    lines = ["| arm | interactions | " + " | ".join(label for _, label, _ in METRICS) + " |", "|" + "---|" * (len(METRICS) + 2)]
+    for arm, x, cells in final_table(evals):
+        lines.append(f"| {arm} | {x} | " + " | ".join(cells.get(f, "–") for f, _, _ in METRICS) + " |")
+    return lines
+
+
+def over_time(evals: list[EvalRecord], field: str) -> list[str]:
+    """A markdown table of one share per evaluation point for the trained arms (the oracle's value in the header)."""
+    series = curves(evals, field, True)
+    arms = [a for a in ("treated", "control") if a in series]
+    if not arms:
+        return ["(not measured)"]
+    lines = [f"oracle: {fmt(series['oracle'][0], True)}", ""] if "oracle" in series else []
+    lines += ["| interactions | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for x in sorted({p.interactions for a in arms for p in series[a]}):
+        cells = [next((fmt(p, True) for p in series[a] if p.interactions == x), "–") for a in arms]
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _examples(run_dir: Path, config: RunConfig, preference: str | None, count: int = 3) -> list[str]:
+    samples = [s for s in read_jsonl(run_dir / "samples.jsonl", SampleRecord) if s.profile == preference]
     last: dict[str, int] = {}
     for s in samples:
         if s.seed == config.seed:
@@ -180,6 +255,7 @@ def _examples(run_dir: Path, config: RunConfig, count: int = 3) -> list[str]:
             match = next((s for s in samples if s.arm == arm and s.prompt == prompt and s.seed == config.seed and s.interactions == last.get(arm)), None)
             if match:
                 flags = ", ".join(match.failed_checks + match.degeneration) or ("clean" if match.clean else "not relevant")
+                flags += f"; judged {match.verdict} vs untrained" if match.verdict else ""
                 lines.append(f"- *{arm}* ({match.interactions} interactions, {match.words} words, {flags}): {match.answer[:400]!r}")
         lines.append("")
     return lines

@@ -60,9 +60,12 @@ def render_conversation(prompt: str | Sequence[Message]) -> str:
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content'].strip()}" for m in prompt)
 
 
-def judge_messages(prompt: str | Sequence[Message], a: str, b: str, persona: str | None = None) -> list[Message]:
-    """The judge's chat: the persona (if any) in the system message, the conversation and both replies in the user turn."""
-    system = SYSTEM_PERSONA.format(persona=persona.strip()) if persona else SYSTEM_GENERIC
+def judge_messages(prompt: str | Sequence[Message], a: str, b: str, persona: str | None = None, system: str | None = None) -> list[Message]:
+    """The judge's chat: the persona (if any) in the system message, the conversation and both replies in the user turn.
+
+    ``system`` replaces the default instructions (a template with ``{persona}`` when a persona is given)."""
+    template = system or (SYSTEM_PERSONA if persona else SYSTEM_GENERIC)
+    system = template.format(persona=persona.strip()) if persona else template
     who = "this user" if persona else "a careful reader"
     user = USER.format(conversation=render_conversation(prompt), a=a.strip(), b=b.strip(), who=who)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -87,14 +90,15 @@ def combine(first: Winner, second: Winner) -> Winner:
 
 
 class PairwiseJudge:
-    """Judges each pair in both orders with any ``JudgeBackend``."""
+    """Judges each pair in both orders with any ``JudgeBackend``; ``system`` replaces the default instructions (see judge_messages)."""
 
-    def __init__(self, backend: JudgeBackend):
+    def __init__(self, backend: JudgeBackend, system: str | None = None, name: str = "pairwise"):
         self.backend = backend
-        self.name = f"pairwise:{backend.name}"
+        self.system = system
+        self.name = f"{name}:{backend.name}"
 
     def compare(self, pairs: Sequence[Pair], persona: str | None = None) -> list[Verdict]:
-        prompts = [m for p in pairs for m in (judge_messages(p.prompt, p.a, p.b, persona), judge_messages(p.prompt, p.b, p.a, persona))]
+        prompts = [judge_messages(p.prompt, x, y, persona, self.system) for p in pairs for x, y in ((p.a, p.b), (p.b, p.a))]
         replies = self.backend.answer(prompts)
         out = []
         for first, second in zip(replies[0::2], replies[1::2]):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -167,6 +168,19 @@ class Profile(BaseModel):
         if failed:
             return pick(failed[0].followup, key), False
         return pick(self.satisfied, key), True
+
+
+def combine_profiles(profiles: Sequence[Profile]) -> Profile:
+    """A user holding every preference in ``profiles`` at once: the descriptions joined and the checks' union (earlier
+    profiles' complaints first); the first profile's satisfied replies."""
+    if len(profiles) == 1:
+        return profiles[0]
+    return Profile(
+        name="_and_".join(p.name for p in profiles),
+        description="\n\n".join(p.description.strip() for p in profiles),
+        checks=[check for p in profiles for check in p.checks],
+        satisfied=profiles[0].satisfied,
+    )
 
 
 def search_path() -> list[Path]:

@@ -135,3 +135,15 @@ def test_personalize_help_documents_every_option_and_its_default():
     assert not missing, missing
     for shown in ("(default: 64)", "(default: concise)", "(default: 2e-5)", "(default: neutral)"):
         assert shown in result.stdout, shown
+
+
+@pytest.mark.parametrize("command, own", [("flip", ["--flip-at", "the SDPO paper flipped after 250"]), ("continual", ["--profiles", "--stage"])])
+def test_flip_and_continual_take_every_personalize_option(command, own):
+    from harness.cli import personalize
+
+    result = subprocess.run([*HINDSIGHT, command, "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+    assert result.returncode == 0
+    flags = [p.replace("_", "-").rstrip("-") for p in inspect.signature(personalize).parameters]
+    missing = [f for f in [*flags, *own] if f"--{f}" not in result.stdout and f not in result.stdout]
+    assert not missing, missing
+    assert "Judge" in result.stdout and "(default: rules)" in result.stdout and "(default: 64)" in result.stdout
