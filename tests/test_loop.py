@@ -5,8 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
@@ -14,6 +12,8 @@ from harness.config import RunConfig
 from harness.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, read_jsonl
 from simulators.neutral import load_pool
 from simulators.profile import load_profile
+
+from stub_provider import StubProvider
 
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 WIDE = {**os.environ, "COLUMNS": "220"}  # rich wraps table headers at the default 80 columns
@@ -95,45 +95,25 @@ def test_personalize_writes_a_complete_consistent_run(tmp_path):
     json.loads((run / "run.json").read_text())
 
 
-class _ShorterWinsJudge(BaseHTTPRequestHandler):
-    """An OpenAI-compatible judge that names the shorter reply (TIE when equal); counts its requests."""
+REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.S)
 
-    requests = 0
-    reply = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.S)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests += 1
-        shown = dict(self.reply.findall(body["messages"][-1]["content"]))
-        a, b = len(shown["A"]), len(shown["B"])
-        content = "A" if a < b else "B" if b < a else "TIE"
-        data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-                           "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
+def _shorter_wins(body: dict) -> tuple[str, int, int]:
+    """An LLM judge that names the shorter reply (TIE when equal)."""
+    shown = dict(REPLY.findall(body["messages"][-1]["content"]))
+    a, b = len(shown["A"]), len(shown["B"])
+    return ("A" if a < b else "B" if b < a else "TIE"), 10, 1
 
 
 def test_an_llm_judge_over_http_judges_both_orders_and_its_usage_is_recorded(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ShorterWinsJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with StubProvider(_shorter_wins) as judge:
         args = [
             "personalize", "-n", "2", "--batch-size", "2", "--eval-every", "2", "--eval-prompts", "2", "--max-new-tokens", "12",
             "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=0", "--set", "save_checkpoint=false", "--no-control", "--jobs", "1",
-            "--judge-model", "openai/stub", "--judge-api-base", f"http://127.0.0.1:{server.server_port}/v1",
+            "--judge-model", "openai/stub", "--judge-api-base", judge.base,
             "--results", str(tmp_path), "--run-id", "judged",
         ]
         result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=900)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "judged"
     config = RunConfig.from_file(run / "config.yaml")
@@ -150,7 +130,7 @@ def test_an_llm_judge_over_http_judges_both_orders_and_its_usage_is_recorded(tmp
     assert {m.judge for m in evals} == {"pairwise:litellm:openai/stub"} and all(m.swap_agreement == 1.0 for m in evals)
     usage = RunInfo.model_validate_json((run / "run.json").read_text()).llm_usage
     assert set(usage) == {"judge"}
-    assert usage["judge"].calls == _ShorterWinsJudge.requests and usage["judge"].calls + usage["judge"].cache_hits == 2 * len(judged)
+    assert usage["judge"].calls == len(judge.requests) and usage["judge"].calls + usage["judge"].cache_hits == 2 * len(judged)
     assert usage["judge"].prompt_tokens == 10 * usage["judge"].calls
     assert "LLM judge:" in (run / "summary.md").read_text()
 

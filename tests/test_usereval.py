@@ -19,6 +19,8 @@ from judges.backends import LiteLLMBackend
 from judges.usereval import AXES, PERSONA_SYSTEM, UserEval, UserEvalResult, UserEvalRow, persona_messages
 from simulators.profile import load_profile
 
+from stub_provider import StubProvider
+
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.S)
 PERSONA = "Wants answers of one short sentence."
@@ -54,37 +56,10 @@ class _Judge:
         return "BOTH" if "Spain" in user else "A"
 
 
-def _handler(judge: type[_Judge]):
-    from http.server import BaseHTTPRequestHandler
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server API)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            judge.requests.append(body)
-            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                               "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": judge.answer(body["messages"])}}],
-                               "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    return Handler
-
-
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    from http.server import ThreadingHTTPServer
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(_Judge))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
+    with StubProvider(lambda body: (_Judge.answer(body["messages"]), 5, 1), _Judge.requests) as judge:
+        yield judge.base
 
 
 def test_three_axes_both_orders_and_a_persona_from_the_history(base, tmp_path):
