@@ -157,7 +157,6 @@ def personalize(
 
 def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | None = None) -> None:
     """Resolve personalize's options ``o`` into a RunConfig (``adjust`` adds fields computed from it), then run it."""
-    from harness.config import RunConfig
 
     config: Path | None = o["config"]
     data: dict[str, Any] = {}

@@ -28,9 +28,9 @@ from harness.config import RunConfig
 from harness.engine import HFEngine, SamplingParams
 from harness.evaluate import Evaluator, Preference, oracle_system
 from harness.interaction import Interaction
+from harness.llm_client import LLMUsage
 from harness.policy import Policy
 from harness.prompts import load_prompts
-from harness.llm_client import LLMUsage
 from harness.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, UsageRecord, append_jsonl, now, write_json
 from harness.runtime import quiet_libraries, seed_everything, set_threads
 from harness.schedule import build_schedule
