@@ -23,7 +23,8 @@ from rich.table import Table
 from harness.errors import UserInputError
 
 if TYPE_CHECKING:
-    from harness.config import RunConfig
+    from harness.config import JudgeSettings, RunConfig
+    from harness.records import WinRateRecord
 
 app = typer.Typer(
     help="Teach language models from their users' follow-up messages, and measure whether it worked.",
@@ -499,45 +500,121 @@ def usereval(
 
       hindsight usereval turns.jsonl --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
     """
-    import dataclasses
-
-    from harness.llm_client import LLMClient, LLMSettings, LLMUsage
-    from harness.records import UsageRecord
+    from harness.llm_client import LLMClient, LLMSettings
+    from harness.records import usage_records
     from judges import llm_usage, local_backend
     from judges.backends import LiteLLMBackend
     from judges.usereval import UserEval, load_rows, summary_markdown
     from simulators.profile import load_profile
 
-    if judge not in ("llm", "local"):
-        raise UserInputError(f"--judge {judge}: use llm or local")
+    settings = _judge_settings(judge, judge_model, judge_api_base, judge_api_key_env, kinds=("llm", "local"))
     if persona and profile:
         raise UserInputError("give --persona or --profile, not both")
     data = load_rows(rows)
     fallback = persona or (load_profile(profile).description if profile else None)
-    judge_client = None
-    if judge == "llm":
-        judge_client = LLMClient(LLMSettings(model=judge_model or "openai/local", api_base=judge_api_base, api_key_env=judge_api_key_env))
-    backend = LiteLLMBackend(judge_client) if judge_client else local_backend(judge_model or "smollm2-135m", "auto")
+    judge_client = LLMClient(settings.llm) if settings.llm else None
+    backend = LiteLLMBackend(judge_client) if judge_client else local_backend(settings.model, "auto")
     persona_spec = persona_model or (judge_client.settings.model if judge_client else None)
     persona_client = None
     if persona_spec:
         persona_client = LLMClient(LLMSettings(model=persona_spec, api_base=persona_api_base or judge_api_base, api_key_env=judge_api_key_env, max_tokens=200))
     result = UserEval(backend, persona_client).evaluate(data, persona=fallback)
-    usage = {role: u for role, u in (("judge", llm_usage(backend)), ("persona", persona_client.usage() if persona_client else None)) if u and u != LLMUsage()}
-    result.llm_usage = {role: UsageRecord(**dataclasses.asdict(u)) for role, u in usage.items()} or None
-    folder = out or RESULTS / f"usereval-{re.sub(r'[^A-Za-z0-9_.-]+', '-', rows.stem)}"
+    result.llm_usage = usage_records({"judge": llm_usage(backend), "persona": persona_client.usage() if persona_client else None})
+    folder = out or RESULTS / f"usereval-{_slug(rows.stem)}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "usereval.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
     (folder / "summary.md").write_text(summary_markdown(result, str(rows)), encoding="utf-8")
-    table = Table(title=f"UserEval of {rows} ({len(data)} rows, judge {result.judge})")
-    for column in ("axis", "win rate", "95% CI", "wins", "losses", "ties", "invalid", "swap agreement"):
-        table.add_column(column)
-    for axis, a in result.axes.items():
-        ci = f"{a.win_low:.2f}–{a.win_high:.2f}" if a.win_low is not None else "–"
-        table.add_row(axis, "–" if a.win_rate is None else f"{a.win_rate:.2f}", ci, str(a.wins), str(a.losses), str(a.ties), str(a.invalid),
-                      "–" if a.swap_agreement is None else f"{a.swap_agreement:.2f}")
-    console.print(table)
+    console.print(_win_rate_table(f"UserEval of {rows} ({len(data)} rows, judge {result.judge})", "axis", result.axes))
     console.print(f"wrote {folder / 'usereval.json'} and {folder / 'summary.md'}", highlight=False, soft_wrap=True)
+
+
+def _judge_settings(kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None, kinds: tuple[str, ...]) -> JudgeSettings:
+    """--judge and its --judge-model/--judge-api-base/--judge-api-key-env; no --judge means llm when a model or base URL is
+    given, else the first of ``kinds``."""
+    from harness.config import JudgeSettings
+    from harness.llm_client import LLMSettings
+
+    kind = kind or ("llm" if model or api_base else kinds[0])
+    if kind not in kinds:
+        raise UserInputError(f"--judge {kind}: use " + ", ".join(kinds[:-1]) + f" or {kinds[-1]}")
+    llm = LLMSettings(model=model or "openai/local", api_base=api_base, api_key_env=api_key_env) if kind == "llm" else None
+    return JudgeSettings(kind=kind, llm=llm, model=(model or "smollm2-135m") if kind == "local" else None)  # type: ignore[arg-type]
+
+
+def _slug(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem)
+
+
+def _win_rate_table(title: str, label: str, results: dict[str, WinRateRecord]) -> Table:
+    from judges.pairwise import COLUMNS, cells
+
+    table = Table(title=title)
+    for column in (label, *COLUMNS):
+        table.add_column(column)
+    for name, summary in results.items():
+        table.add_row(name, *cells(summary))
+    return table
+
+
+# ----------------------------------------------------------------------------------------------------------
+# judge
+# ----------------------------------------------------------------------------------------------------------
+@app.command("judge", rich_help_panel="Judges")
+def judge_files(
+    a: Annotated[Path, typer.Argument(metavar="A.jsonl", help="Output file A (the candidate): JSONL, one object a line: prompt (text or messages), response, optional id; other fields are ignored.")],
+    b: Annotated[Path, typer.Argument(metavar="B.jsonl", help="Output file B (the reference), the same format.")],
+    profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile name or path: its description is the persona, and with --judge rules its checks decide.")] = None,
+    persona: Annotated[Optional[str], typer.Option(help="Persona text for an llm or local judge, instead of the profile's description.")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="rules (the profile's checks, offline, one verdict per pair), llm (any litellm model, both orders) or local (a local model's verdict-token probabilities, both orders). (default: rules, llm when --judge-model or --judge-api-base is given)")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="For llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. (default: openai/local for llm, smollm2-135m for local)")] = None,
+    judge_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the API key (never stored).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for judge.json and summary.md. (default: results/judge-A_STEM-vs-B_STEM)")] = None,
+) -> None:
+    """Judge two output files against each other for one persona: the win rate of A's responses over B's.
+
+    Rows are paired by id when every row of both files has one, else by prompt text. The pairing must be exact: a row
+    without a partner in the other file, or an id or prompt used twice in one file, stops the command with an error
+    naming file:line (skipping rows silently would bias the comparison), as does an id whose two prompts differ.
+    LLM and local judges see every pair in both orders and are parsed strictly (invalid verdicts are counted, never
+    scored); their calls are cached, so a rerun makes no new ones. Writes judge.json (the summary, every pair's verdict
+    and the judge's raw text, LLM usage) and summary.md.
+
+    A run's held-out answers become such a file with jq, one arm (treated, control, oracle, initial = untrained), seed and
+    evaluation point at a time (flip and continual runs: add .profile=="NAME"):
+
+      jq -c 'select(.arm=="treated" and .seed==0 and .interactions==64) | {prompt, response: .answer}' RUN/samples.jsonl > a.jsonl
+
+    Examples:
+
+      hindsight judge treated.jsonl control.jsonl --profile concise
+
+      hindsight judge a.jsonl b.jsonl --profile concise --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
+    """
+    from harness.records import usage_records, write_json
+    from judges import build_judge, llm_usage
+    from judges.versus import judge_matched, match_files, summary_markdown
+    from simulators.profile import load_profile
+
+    settings = _judge_settings(judge, judge_model, judge_api_base, judge_api_key_env, kinds=("rules", "llm", "local"))
+    chosen = load_profile(profile) if profile else None
+    text = persona or (chosen.description if chosen else None)
+    if not text:
+        raise UserInputError("give --profile (or --persona): the user the judge decides for")
+    matched = match_files(a, b)
+    arbiter = build_judge(settings, chosen)
+    assert arbiter is not None  # settings.kind is never none here
+    result = judge_matched(arbiter, matched, text, chosen.name if chosen else None)
+    result.llm_usage = usage_records({"judge": llm_usage(arbiter)})
+    folder = out or RESULTS / f"judge-{_slug(a.stem)}-vs-{_slug(b.stem)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "judge.json", result)
+    (folder / "summary.md").write_text(summary_markdown(result), encoding="utf-8")
+    console.print(f"A = {a}, B = {b}: {len(result.rows)} rows paired by {matched.by}, judge {result.judge}", highlight=False, soft_wrap=True)
+    console.print(_win_rate_table("A against B", "file", {"A": result.summary}))
+    for role, u in (result.llm_usage or {}).items():
+        console.print(f"LLM {role}: {u.describe()}", highlight=False)
+    console.print(f"wrote {folder / 'judge.json'} and {folder / 'summary.md'}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

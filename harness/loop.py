@@ -31,7 +31,7 @@ from harness.interaction import Interaction
 from harness.llm_client import LLMUsage
 from harness.policy import Policy
 from harness.prompts import load_prompts
-from harness.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, UsageRecord, append_jsonl, now, write_json
+from harness.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, append_jsonl, now, usage_records, write_json
 from harness.runtime import quiet_libraries, seed_everything, set_threads
 from harness.schedule import build_schedule
 from judges import build_judge, llm_usage
@@ -74,7 +74,7 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "")
         reference = _baseline_evals(config, run_dir, collect)
         jobs = [ArmJob(config, run_dir, arm, seed, reference) for arm, seed in config.arms()]
         _run_jobs(jobs, config.jobs, collect)
-        info.llm_usage = _usage_records(usage)
+        info.llm_usage = usage_records(usage)
         write_json(run_dir / "run.json", info)  # the report quotes the usage
         write_report(run_dir)
         info.status = "finished"
@@ -84,7 +84,7 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "")
     finally:
         info.finished, info.seconds = now(), round(time.perf_counter() - start, 1)
         info.device = info.device or _device_name(config)
-        info.llm_usage = _usage_records(usage)
+        info.llm_usage = usage_records(usage)
         write_json(run_dir / "run.json", info)
     return info
 
@@ -127,10 +127,6 @@ def _report_usage(sink: Sink, **components: list) -> None:
         spent = [u for u in map(llm_usage, items) if u is not None]
         if spent:
             sink({"type": "usage", "role": role, "usage": dataclasses.asdict(sum(spent, LLMUsage()))})
-
-
-def _usage_records(usage: dict[str, LLMUsage]) -> dict[str, UsageRecord] | None:
-    return {role: UsageRecord(**dataclasses.asdict(u)) for role, u in usage.items()} or None
 
 
 def _write_eval(run_dir: Path, records: list[EvalRecord], samples: list[SampleRecord], sink: Sink) -> None:

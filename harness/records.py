@@ -11,16 +11,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from harness.errors import UserInputError
+
+if TYPE_CHECKING:
+    from harness.llm_client import LLMUsage
+    from judges.pairwise import WinRate
 
 SCHEMA_VERSION = 1
+Row = TypeVar("Row", bound=BaseModel)
 Arm = Literal["treated", "control", "initial", "oracle"]
 
 
@@ -119,6 +127,41 @@ class UsageRecord(BaseModel):
     completion_tokens: int
     cost_usd: float | None
 
+    def describe(self) -> str:
+        cost = "unknown cost" if self.cost_usd is None else f"${self.cost_usd:.4f}"
+        return f"{self.calls} calls ({self.cache_hits} cache hits), {self.prompt_tokens} + {self.completion_tokens} tokens, {cost}"
+
+
+def usage_records(usage: Mapping[str, LLMUsage | None]) -> dict[str, UsageRecord] | None:
+    """Per role, what an LLM spent, leaving out roles no LLM played or that made no call (None when none is left)."""
+    from harness.llm_client import LLMUsage
+
+    return {role: UsageRecord(**dataclasses.asdict(u)) for role, u in usage.items() if u and u != LLMUsage()} or None
+
+
+class WinRateRecord(BaseModel):
+    """A pairwise judge's summary over rows (see judges.pairwise.WinRate), A's record against B."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    wins: int
+    losses: int
+    ties: int
+    invalid: int
+    win_rate: float | None = Field(description="ties as half, invalid verdicts left out")
+    win_low: float | None = Field(description="bootstrap 95% interval over rows")
+    win_high: float | None
+    decisive: float | None = Field(description="wins / (wins + losses)")
+    swap_agreement: float | None = Field(description="share of pairs judged validly in both orders whose orders agree (None: an order-free judge)")
+    invalid_rate: float
+
+    @classmethod
+    def of(cls, summary: WinRate) -> WinRateRecord:
+        low, high = summary.ci or (None, None)
+        fields = dataclasses.asdict(summary)
+        del fields["ci"]
+        return cls(**fields, win_low=low, win_high=high)
+
 
 MetricRecord = Annotated[TrainRecord | EvalRecord, Field(discriminator="kind")]
 METRIC = TypeAdapter(MetricRecord)
@@ -161,6 +204,27 @@ def read_jsonl(path: Path, model: type[BaseModel] | TypeAdapter) -> Iterator:
         for line in handle:
             if line.strip():
                 yield validate(json.loads(line))
+
+
+def read_rows(path: Path, model: type[Row], expected: str) -> list[tuple[int, Row]]:
+    """A user's JSONL file as (line number, row) pairs, blank lines skipped; a missing file, a line that is not JSON or
+    not a valid row, or no rows at all is a one-line UserInputError naming file:line (``expected`` lists the fields)."""
+    if not path.is_file():
+        raise UserInputError("no such file", path=path)
+    rows = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((line_no, model.model_validate(json.loads(line))))
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"not JSON: {exc.msg}", path=path, line=line_no) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UserInputError(first["msg"], path=path, line=line_no, field=".".join(map(str, first["loc"])) or None) from None
+    if not rows:
+        raise UserInputError(f"no rows (one JSON object a line: {expected})", path=path)
+    return rows
 
 
 def write_json(path: Path, record: BaseModel) -> None:

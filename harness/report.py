@@ -202,9 +202,7 @@ def write_report(run_dir: Path) -> Path:
     if info_path.is_file():
         info = RunInfo.model_validate_json(info_path.read_text())
         lines += ["", f"Run started {info.created}; versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()) + "."]
-        for role, u in (info.llm_usage or {}).items():
-            cost = "unknown cost" if u.cost_usd is None else f"${u.cost_usd:.4f}"
-            lines.append(f"LLM {role}: {u.calls} calls ({u.cache_hits} cache hits), {u.prompt_tokens} + {u.completion_tokens} tokens, {cost}.")
+        lines += [f"LLM {role}: {u.describe()}." for role, u in (info.llm_usage or {}).items()]
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -13,14 +13,18 @@ if TYPE_CHECKING:
     from simulators.profile import Profile
 
 
-def build_judge(settings: JudgeSettings, profile: Profile, device: str = "auto") -> Judge | None:
+def build_judge(settings: JudgeSettings, profile: Profile | None, device: str = "auto") -> Judge | None:
     """The judge named by ``settings.kind`` for ``profile`` (None for ``none``). LLM and local judges read the persona
-    passed to ``compare``; the rule judge reads ``profile``'s checks."""
+    passed to ``compare``; the rule judge reads ``profile``'s checks, so it needs one."""
     if settings.kind == "none":
         return None
     if settings.kind == "rules":
+        from harness.errors import UserInputError
         from judges.rules import RuleJudge
 
+        if profile is None or not profile.checks:
+            which = f"profile '{profile.name}' has none" if profile else "give --profile"
+            raise UserInputError(f"the rule judge decides by a profile's checks; {which} (or use --judge llm or local)")
         return RuleJudge(profile)
     from judges.pairwise import PairwiseJudge
 

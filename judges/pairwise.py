@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.policy import Message
+from harness.records import WinRateRecord
 from harness.stats import bootstrap_ci
 from judges.backends import JudgeBackend
 from judges.base import Pair, Verdict, Winner
@@ -148,3 +149,22 @@ def summarize(verdicts: Sequence[Verdict], *, resamples: int = 2000, seed: int =
         swap_agreement=sum(a == b for a, b in swapped) / len(swapped) if swapped else None,
         invalid_rate=invalid / len(verdicts) if verdicts else 0.0,
     )
+
+
+COLUMNS = ("win rate [95% CI]", "wins", "losses", "ties", "invalid", "decisive", "swap agreement", "invalid rate")
+
+
+def cells(r: WinRateRecord) -> list[str]:
+    """One summary as table cells under ``COLUMNS`` ("–" where a rate is undefined)."""
+    rate = _fmt(r.win_rate) + (f" [{r.win_low:.2f}, {r.win_high:.2f}]" if r.win_rate is not None and r.win_low is not None else "")
+    return [rate, str(r.wins), str(r.losses), str(r.ties), str(r.invalid), _fmt(r.decisive), _fmt(r.swap_agreement), _fmt(r.invalid_rate)]
+
+
+def markdown_table(label: str, results: Mapping[str, WinRateRecord]) -> list[str]:
+    """Summaries as markdown table lines, one row per key of ``results`` under the column ``label``."""
+    return [f"| {label} | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|",
+            *(f"| {name} | " + " | ".join(cells(r)) + " |" for name, r in results.items())]
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"

@@ -15,15 +15,15 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import UserInputError
 from harness.llm_client import LLMClient
 from harness.policy import Message
-from harness.records import UsageRecord
+from harness.records import UsageRecord, WinRateRecord, read_rows
 from judges.backends import JudgeBackend
 from judges.base import Pair, Verdict, Winner
-from judges.pairwise import PairwiseJudge, WinRate, render_conversation, summarize
+from judges.pairwise import PairwiseJudge, markdown_table, render_conversation, summarize
 
 _ANSWER = "Answer with exactly one of: A, B, TIE. Write nothing else."
 
@@ -83,21 +83,6 @@ class UserEvalRow(BaseModel):
     history: list[str | list[Message]] | None = None
 
 
-class AxisResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n: int
-    wins: int
-    losses: int
-    ties: int
-    invalid: int
-    win_rate: float | None = Field(description="ties as half, invalid verdicts left out")
-    win_low: float | None = Field(description="bootstrap 95% interval over rows")
-    win_high: float | None
-    decisive: float | None
-    swap_agreement: float | None
-    invalid_rate: float
-
-
 class RowResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | int | None
@@ -111,26 +96,13 @@ class UserEvalResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     judge: str
-    axes: dict[str, AxisResult]
+    axes: dict[str, WinRateRecord]
     rows: list[RowResult]
     llm_usage: dict[str, UsageRecord] | None = Field(None, description="per role ('judge', 'persona'), when an LLM played it")
 
 
 def load_rows(path: Path) -> list[UserEvalRow]:
-    rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(UserEvalRow.model_validate(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise UserInputError(f"not JSON: {exc.msg}", path=path, line=line_no) from None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise UserInputError(first["msg"], path=path, line=line_no, field=".".join(map(str, first["loc"])) or None) from None
-    if not rows:
-        raise UserInputError("no rows (one JSON object a line: prompt, response, reference, optional history)", path=path)
-    return rows
+    return [row for _, row in read_rows(path, UserEvalRow, "prompt, response, reference, optional history")]
 
 
 def persona_messages(history: Sequence[str | Sequence[Message]]) -> list[Message]:
@@ -168,25 +140,15 @@ class UserEval:
                                             persona=p if NEEDS_PERSONA[axis] else None)[0] for r, p in zip(rows, personas)]
         return UserEvalResult(
             judge=self.name,
-            axes={axis: _axis(summarize(v)) for axis, v in verdicts.items()},
+            axes={axis: WinRateRecord.of(summarize(v)) for axis, v in verdicts.items()},
             rows=[RowResult(id=r.id, persona=p, verdicts={a: v[k].winner for a, v in verdicts.items()}, raw={a: list(v[k].raw) for a, v in verdicts.items()})
                   for k, (r, p) in enumerate(zip(rows, personas))],
         )
-
-
-def _axis(summary: WinRate) -> AxisResult:
-    low, high = summary.ci or (None, None)
-    return AxisResult(n=summary.n, wins=summary.wins, losses=summary.losses, ties=summary.ties, invalid=summary.invalid, win_rate=summary.win_rate,
-                      win_low=low, win_high=high, decisive=summary.decisive, swap_agreement=summary.swap_agreement, invalid_rate=summary.invalid_rate)
 
 
 def summary_markdown(result: UserEvalResult, source: str) -> str:
     """The three win rates with their intervals, as a markdown table."""
     lines = [f"# UserEval: {source}", "", f"judge `{result.judge}`, {len(result.rows)} rows; response (A) against the reference (B), "
              "each row judged in both orders; ties count half, invalid verdicts are left out.", "",
-             "| axis | win rate [95% CI] | wins | losses | ties | invalid | swap agreement |", "|---|---|---|---|---|---|---|"]
-    for axis, a in result.axes.items():
-        rate = "–" if a.win_rate is None else f"{a.win_rate:.2f}" + (f" [{a.win_low:.2f}, {a.win_high:.2f}]" if a.win_low is not None else "")
-        agree = "–" if a.swap_agreement is None else f"{a.swap_agreement:.2f}"
-        lines.append(f"| {axis} | {rate} | {a.wins} | {a.losses} | {a.ties} | {a.invalid} | {agree} |")
+             *markdown_table("axis", result.axes)]
     return "\n".join(lines) + "\n"
