@@ -113,6 +113,8 @@ class RunConfig(BaseModel):
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
     save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")
+    fail_budget: int = Field(10, ge=0, description="interactions per arm and seed whose simulator call may fail after its retries (recorded, left out of "
+                             "the update) before the run stops; 0 stops at the first (--fail-fast)")
     neutral_pool: str = Field("builtin", description="messages of the control arm's user and of the neutral baseline (one pool): 'builtin' (small talk, acknowledgements), 'unrelated' (unrelated questions) or a text file")
     policy: PolicySettings = PolicySettings()
     prompts: PromptSettings = PromptSettings()

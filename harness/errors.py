@@ -29,3 +29,7 @@ def pydantic_message(exc: Exception) -> tuple[str, str]:
     first = errors()[0]
     field = ".".join(str(p) for p in first.get("loc", ()))
     return field, first.get("msg", str(exc))
+
+
+class RunError(Exception):
+    """A run cannot go on (a provider still failing after its retries, the failure budget spent): one line, exit 1."""

@@ -43,6 +43,7 @@ class InteractionRecord(_Record):
     satisfied: bool | None
     profile: str | None = Field(None, description="the user's profile at this interaction, when it changes during the run (flip, continual)")
     advantage: dict = Field(default_factory=dict, description="per-token advantage summary (mean/min/max, extreme tokens)")
+    failed: str | None = Field(None, description="why the simulator gave no follow-up (its LLM still failing after retries); left out of the update")
 
 
 class TrainRecord(_Record):
@@ -54,6 +55,7 @@ class TrainRecord(_Record):
     metrics: dict[str, float]
     timings: dict[str, float] = Field(description="seconds per part (generate, simulate, train) and the whole step (step)")
     skipped: str | None = None
+    failed: int = Field(0, description="interactions of this batch left out of the update: the simulator failed after its retries")
 
 
 class EvalRecord(_Record):
@@ -118,6 +120,8 @@ class UsageRecord(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    retries: int = Field(0, description="attempts after a fault (429, 5xx, timeout, unusable body)")
+    failures: int = Field(0, description="calls that still failed after every retry")
 
 
 MetricRecord = Annotated[TrainRecord | EvalRecord, Field(discriminator="kind")]
