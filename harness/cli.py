@@ -133,6 +133,7 @@ def personalize(
     device: Annotated[Optional[str], typer.Option(help="auto (CUDA when present, bf16 there), cpu or cuda. (default: auto)", rich_help_panel="Machine")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch threads per process (see bench/README.md). (default: 1)", min=1, rich_help_panel="Machine")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="Arms (treated/control × seeds) trained in parallel processes. (default: 2)", min=1, rich_help_panel="Machine")] = None,
+    max_kl: Annotated[Optional[float], typer.Option(help="Stop an arm when an evaluation measures its KL to the initial policy above X (a collapsing run); the treated arm keeps the checkpoint of its last evaluation within the limit, the other arms and the report finish. (default: no limit)", min=0, rich_help_panel="Reliability")] = None,
     fail_budget: Annotated[Optional[int], typer.Option(help="Interactions per arm and seed whose LLM simulator call may still fail after its retries (recorded as failed, left out of the update) before the run stops. (default: 10)", min=0, rich_help_panel="Reliability")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop the run at the first simulator call that fails after its retries (--fail-budget 0).", rich_help_panel="Reliability")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Start from a config YAML (e.g. a run's config.yaml); options given here override it.", rich_help_panel="Config")] = None,
@@ -179,7 +180,7 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
         "generation.max_new_tokens": "max_new_tokens", "eval.every": "eval_every",
         "trainer.lr": "lr", "trainer.loss": "loss", "trainer.baseline": "baseline", "trainer.kl_anchor": "kl_anchor",
         "trainer.ignore_first_k": "ignore_first_k", "trainer.centre": "centre", "trainer.template": "template",
-        "simulator.kind": "simulator", "judge.kind": "judge", "fail_budget": "fail_budget",
+        "simulator.kind": "simulator", "judge.kind": "judge", "fail_budget": "fail_budget", "max_kl": "max_kl",
     }
     for key, name in fields.items():
         if o[name] is not None:
@@ -335,6 +336,9 @@ class LiveProgress:
             )
         elif kind == "done":
             self.progress.update(self.tasks[key], description=f"{key[0]} s{key[1]} ✓")
+        elif kind == "stopped":
+            self.progress.update(self.tasks[key], description=f"{key[0]} s{key[1]} stopped")
+            self.progress.console.print(f"[yellow]{key[0]} s{key[1]} stopped:[/yellow] {escape(event['text'])}", highlight=False)
         elif kind == "error":
             self.progress.console.print(f"[red]{key[0]} s{key[1]} failed:[/red]\n{event['text']}")
 

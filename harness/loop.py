@@ -203,6 +203,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     params = SamplingParams(**config.generation.model_dump())
     total = config.interactions
     failures = 0
+    keep, kept = arm == "treated" and config.save_checkpoint, None
     sink({"type": "start", "arm": arm, "seed": seed, "total": total})
     for step, first in enumerate(range(0, total, config.batch_size)):
         indices = range(first, min(first + config.batch_size, total))
@@ -243,11 +244,26 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
               "satisfied": sum(satisfied) / len(satisfied) if satisfied else None, "skipped": result.skipped})
         if done % config.eval.every == 0 or done == total:
             records, samples = evaluator.run(policy, engine, arm=arm, seed=seed, interactions=done, against=job.reference)
+            if (stop := _kl_stop(records, config.max_kl)) is not None:
+                stop += "; " + (f"checkpoint kept from {kept} interactions" if kept else "no checkpoint: no evaluation was within the limit") if keep else ""
+                records = [r.model_copy(update={"stopped": stop}) for r in records]
             _write_eval(run_dir, records, samples, sink)
-    if arm == "treated" and config.save_checkpoint:
-        policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
+            if stop is not None:
+                sink({"type": "stopped", "arm": arm, "seed": seed, "text": stop})
+                break
+            if keep and (config.max_kl is not None or done == total):  # under max_kl, every evaluation within the limit is kept
+                policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
+                kept = done
     _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
     sink({"type": "done", "arm": arm, "seed": seed})
+
+
+def _kl_stop(records: list[EvalRecord], max_kl: float | None) -> str | None:
+    """Why the arm must stop after this evaluation (its KL to the initial policy above ``max_kl``), or None."""
+    measured = [r.kl for r in records if r.kl is not None]
+    if max_kl is None or not measured or max(measured) <= max_kl:
+        return None
+    return f"KL to the initial policy {max(measured):.4g} > max_kl {max_kl:g} at {records[0].interactions} interactions"
 
 
 def _interaction_record(arm: str, seed: int, step: int, interaction: Interaction, summary: dict, profile: str | None) -> InteractionRecord:

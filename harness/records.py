@@ -89,6 +89,7 @@ class EvalRecord(_Record):
     ties: float | None = Field(None, description="share of prompts judged a tie")
     invalid_rate: float | None = Field(None, description="share of prompts with an unparseable verdict")
     swap_agreement: float | None = Field(None, description="share of pairs judged validly in both orders whose orders agree")
+    stopped: str | None = Field(None, description="why the arm stopped after this evaluation (its KL above max_kl); None: it went on")
 
 
 class SampleRecord(_Record):
