@@ -131,6 +131,7 @@ def personalize(
     lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", help="Train a LoRA adapter (r=16) instead of all weights. (default: off)", rich_help_panel="Trainer")] = None,
     template: Annotated[Optional[str], typer.Option(help="Hindsight user turn with {prompt} and {followup}. (default: the paper's wording)", rich_help_panel="Trainer")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (CUDA when present, bf16 there), cpu or cuda. (default: auto)", rich_help_panel="Machine")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="DANGEROUS: run the Python code a hub model ships with (it runs with your permissions); only for models you trust. (default: off)", rich_help_panel="What")] = False,
     threads: Annotated[Optional[int], typer.Option(help="torch threads per process (see bench/README.md). (default: 1)", min=1, rich_help_panel="Machine")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="Arms (treated/control × seeds) trained in parallel processes. (default: 2)", min=1, rich_help_panel="Machine")] = None,
     max_kl: Annotated[Optional[float], typer.Option(help="Stop an arm when an evaluation measures its KL to the initial policy above X (a collapsing run); the treated arm keeps the checkpoint of its last evaluation within the limit, the other arms and the report finish. (default: no limit)", min=0, rich_help_panel="Reliability")] = None,
@@ -189,13 +190,19 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
         _set_path(data, "policy.lora", {} if o["lora"] else None)
     if o["fail_fast"]:
         _set_path(data, "fail_budget", 0)
+    if o["trust_remote_code"]:
+        _set_path(data, "policy.trust_remote_code", True)
     _set_llm(data, "simulator", o["simulator"], o["simulator_model"], o["api_base"], o["api_key_env"], default_kind="scripted")
     _set_llm(data, "judge", o["judge"], o["judge_model"], o["judge_api_base"], o["judge_api_key_env"], default_kind="llm")
     for item in o["set_"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
-        _set_path(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserInputError(f"--set {item}: not a YAML value ({getattr(exc, 'problem', None) or 'unreadable'})") from None
+        _set_path(data, key.strip(), value)
     resolved = _validate(data, config)
     if adjust is not None:
         resolved = _validate({**resolved.model_dump(mode="json"), **adjust(resolved)}, config)
