@@ -43,7 +43,8 @@ class StubProvider:
                     return
                 if isinstance(fault, int | tuple):
                     status, retry_after = fault if isinstance(fault, tuple) else (fault, None)
-                    error = {"error": {"message": f"injected {status}", "type": "stub", "code": status}}
+                    auth = self.headers.get("Authorization") or "no key"  # real providers echo (part of) a bad key
+                    error = {"error": {"message": f"injected {status} ({auth})", "type": "stub", "code": status}}
                     self._send(status, json.dumps(error).encode(), {"Retry-After": str(retry_after)} if retry_after is not None else {})
                     return
                 text, prompt_tokens, completion_tokens = reply(body)
