@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.errors import RunError, UserInputError
+from harness.errors import RunError, UserInputError, one_line
 
 if TYPE_CHECKING:
     from harness.config import RunConfig
@@ -66,7 +66,7 @@ def run() -> None:
 def _fail(message: str, exc: BaseException, code: int = 2) -> None:
     if STATE["debug"]:
         raise exc
-    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/bold red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

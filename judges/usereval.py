@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.errors import UserInputError
+from harness.errors import UserInputError, read_text
 from harness.llm_client import LLMClient
 from harness.policy import Message
 from harness.records import UsageRecord
@@ -118,7 +118,7 @@ class UserEvalResult(BaseModel):
 
 def load_rows(path: Path) -> list[UserEvalRow]:
     rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
