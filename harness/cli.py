@@ -17,10 +17,11 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.errors import UserInputError
+from harness.errors import RunError, UserInputError, one_line
 
 if TYPE_CHECKING:
     from harness.config import JudgeSettings, RunConfig
@@ -48,7 +49,8 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
 def run() -> None:
     """Console-script entry point: one-line errors (exit 2) for bad input, tracebacks only with --debug.
 
-    Usage errors (unknown options, bad values) are click's own, also exit 2.
+    Usage errors (unknown options, bad values) are click's own, also exit 2. A run that cannot go on (RunError:
+    a provider still failing, the failure budget spent) is one line too, exit 1.
     """
     try:
         app()
@@ -58,13 +60,15 @@ def run() -> None:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         _fail(f"{field}: {first['msg']}" if field else first["msg"], exc)
+    except RunError as exc:
+        _fail(str(exc), exc, code=1)
 
 
-def _fail(message: str, exc: BaseException) -> None:
+def _fail(message: str, exc: BaseException, code: int = 2) -> None:
     if STATE["debug"]:
         raise exc
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
-    sys.exit(2)
+    err.print(f"[bold red]error:[/bold red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,8 +132,12 @@ def personalize(
     lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", help="Train a LoRA adapter (r=16) instead of all weights. (default: off)", rich_help_panel="Trainer")] = None,
     template: Annotated[Optional[str], typer.Option(help="Hindsight user turn with {prompt} and {followup}. (default: the paper's wording)", rich_help_panel="Trainer")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (CUDA when present, bf16 there), cpu or cuda. (default: auto)", rich_help_panel="Machine")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="DANGEROUS: run the Python code a hub model ships with (it runs with your permissions); only for models you trust. (default: off)", rich_help_panel="What")] = False,
     threads: Annotated[Optional[int], typer.Option(help="torch threads per process (see bench/README.md). (default: 1)", min=1, rich_help_panel="Machine")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="Arms (treated/control × seeds) trained in parallel processes. (default: 2)", min=1, rich_help_panel="Machine")] = None,
+    max_kl: Annotated[Optional[float], typer.Option(help="Stop an arm when an evaluation measures its KL to the initial policy above X (a collapsing run); the treated arm keeps the checkpoint of its last evaluation within the limit, the other arms and the report finish. (default: no limit)", min=0, rich_help_panel="Reliability")] = None,
+    fail_budget: Annotated[Optional[int], typer.Option(help="Interactions per arm and seed whose LLM simulator call may still fail after its retries (recorded as failed, left out of the update) before the run stops. (default: 10)", min=0, rich_help_panel="Reliability")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop the run at the first simulator call that fails after its retries (--fail-budget 0).", rich_help_panel="Reliability")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Start from a config YAML (e.g. a run's config.yaml); options given here override it.", rich_help_panel="Config")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: --set trainer.epochs=2 (repeatable).", rich_help_panel="Config")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Folder name under results/. (default: date-method-profile)", rich_help_panel="Config")] = None,
@@ -174,20 +182,28 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
         "generation.max_new_tokens": "max_new_tokens", "eval.every": "eval_every",
         "trainer.lr": "lr", "trainer.loss": "loss", "trainer.baseline": "baseline", "trainer.kl_anchor": "kl_anchor",
         "trainer.ignore_first_k": "ignore_first_k", "trainer.centre": "centre", "trainer.template": "template",
-        "simulator.kind": "simulator", "judge.kind": "judge",
+        "simulator.kind": "simulator", "judge.kind": "judge", "fail_budget": "fail_budget", "max_kl": "max_kl",
     }
     for key, name in fields.items():
         if o[name] is not None:
             _set_path(data, key, o[name])
     if o["lora"] is not None:
         _set_path(data, "policy.lora", {} if o["lora"] else None)
+    if o["fail_fast"]:
+        _set_path(data, "fail_budget", 0)
+    if o["trust_remote_code"]:
+        _set_path(data, "policy.trust_remote_code", True)
     _set_llm(data, "simulator", o["simulator"], o["simulator_model"], o["api_base"], o["api_key_env"], default_kind="scripted")
     _set_llm(data, "judge", o["judge"], o["judge_model"], o["judge_api_base"], o["judge_api_key_env"], default_kind="llm")
     for item in o["set_"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
-        _set_path(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UserInputError(f"--set {item}: not a YAML value ({getattr(exc, 'problem', None) or 'unreadable'})") from None
+        _set_path(data, key.strip(), value)
     resolved = _validate(data, config)
     if adjust is not None:
         resolved = _validate({**resolved.model_dump(mode="json"), **adjust(resolved)}, config)
@@ -328,6 +344,9 @@ class LiveProgress:
             )
         elif kind == "done":
             self.progress.update(self.tasks[key], description=f"{key[0]} s{key[1]} ✓")
+        elif kind == "stopped":
+            self.progress.update(self.tasks[key], description=f"{key[0]} s{key[1]} stopped")
+            self.progress.console.print(f"[yellow]{key[0]} s{key[1]} stopped:[/yellow] {escape(event['text'])}", highlight=False)
         elif kind == "error":
             self.progress.console.print(f"[red]{key[0]} s{key[1]} failed:[/red]\n{event['text']}")
 

@@ -113,6 +113,10 @@ class RunConfig(BaseModel):
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
     save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")
+    max_kl: float | None = Field(None, gt=0, description="stop an arm when an evaluation measures KL(π_θ ‖ π_0) above this; the treated arm's "
+                                 "checkpoint then holds the weights of its last evaluation within the limit (None: no limit)")
+    fail_budget: int = Field(10, ge=0, description="interactions per arm and seed whose simulator call may fail after its retries (recorded, left out of "
+                             "the update) before the run stops; 0 stops at the first (--fail-fast)")
     neutral_pool: str = Field("builtin", description="messages of the control arm's user and of the neutral baseline (one pool): 'builtin' (small talk, acknowledgements), 'unrelated' (unrelated questions) or a text file")
     policy: PolicySettings = PolicySettings()
     prompts: PromptSettings = PromptSettings()
@@ -126,6 +130,8 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.eval.every % self.batch_size:
             raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of batch_size ({self.batch_size})")
+        if self.max_kl is not None and not self.eval.kl_prompts:
+            raise ValueError("max_kl needs the KL measured: eval.kl_prompts must be at least 1")
         if self.flip_at is not None and self.continual is not None:
             raise ValueError("a run either flips (flip_at) or adds preferences (continual), not both")
         for change in self.changes():

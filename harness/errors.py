@@ -18,7 +18,26 @@ class UserInputError(Exception):
             where = str(self.path) + (f":{self.line}" if self.line is not None else "")
         if self.field:
             where = f"{where}: field '{self.field}'" if where else f"field '{self.field}'"
-        return f"{where}: {self.message}" if where else self.message
+        return one_line(f"{where}: {self.message}" if where else self.message)
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped, so a message quoting any input stays one line."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def read_text(path: Path) -> str:
+    """The file's text; a missing, unreadable or non-UTF-8 file is a UserInputError naming it (and the line of a bad byte)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserInputError("no such file", path=path) from None
+    except OSError as exc:
+        raise UserInputError(f"cannot read: {exc.strerror or exc}", path=path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8", path=path, line=data[: exc.start].count(b"\n") + 1) from None
 
 
 def pydantic_message(exc: Exception) -> tuple[str, str]:
@@ -29,3 +48,7 @@ def pydantic_message(exc: Exception) -> tuple[str, str]:
     first = errors()[0]
     field = ".".join(str(p) for p in first.get("loc", ()))
     return field, first.get("msg", str(exc))
+
+
+class RunError(Exception):
+    """A run cannot go on (a provider still failing after its retries, the failure budget spent): one line, exit 1."""

@@ -3,6 +3,11 @@
 Replies are cached on disk, one JSON file per request under ``cache_dir()/llm`` (``$HINDSIGHT_LLM_CACHE`` overrides), keyed by the sha256 of what
 decides the output (model, api_base, messages, temperature, max_tokens), never the API key. Re-running an
 evaluation therefore makes no new calls; with ``temperature > 0`` the cached sample is replayed.
+
+Faults are handled here, not by litellm (its own retries are off): each attempt has ``timeout_s``; 429s, 5xx,
+timeouts, connection errors and unusable bodies (not JSON, no choices) are retried up to ``retries`` times after
+exponential backoff with full jitter (a 429's Retry-After is honoured, capped at ``max_backoff_s``); then
+``ProviderError``. A 400/401/403/404/422 is a setting to fix, not a fault: a one-line UserInputError at once.
 """
 
 from __future__ import annotations
@@ -10,17 +15,37 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import tempfile
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.errors import RunError, UserInputError
 from harness.policy import Message
 from harness.runtime import cache_dir
+
+SETTINGS_ERRORS = {
+    400: "the provider rejected the request: check the model name and the settings",
+    401: "the provider refused the API key: check that --api-key-env names a variable holding a valid key",
+    403: "the provider refused the API key for this model: check the key's permissions",
+    404: "not found: check the model name, and that the base URL is an OpenAI-compatible one ending in /v1",
+    422: "the provider rejected the request: check the model name and the settings",
+}
+
+
+class ProviderError(RunError):
+    """An LLM call that still failed after every retry (the provider is down, overloaded or answering garbage)."""
+
+
+class EmptyReply(Exception):
+    """A 200 whose body holds no usable choice."""
 
 
 class LLMSettings(BaseModel):
@@ -32,8 +57,10 @@ class LLMSettings(BaseModel):
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
     temperature: float = 0.0
     max_tokens: int = 64
-    timeout_s: float = 60.0
-    retries: int = 3
+    timeout_s: float = Field(60.0, gt=0, description="seconds one attempt may take")
+    retries: int = Field(3, ge=0, description="attempts after the first, on 429, 5xx, timeouts, connection errors and unusable bodies")
+    backoff_s: float = Field(1.0, ge=0, description="first backoff; attempt k waits a uniform random time up to backoff_s·2^k")
+    max_backoff_s: float = Field(30.0, ge=0, description="cap on one backoff, and on a 429's Retry-After")
     cache: bool = Field(True, description="reuse replies cached on disk for identical requests")
 
 
@@ -41,7 +68,8 @@ class LLMSettings(BaseModel):
 class LLMUsage:
     """What a client has spent: new calls and their tokens and cost; cache hits cost nothing.
 
-    ``cost_usd`` is None when litellm does not know the price of a model that was called.
+    ``cost_usd`` is None when litellm does not know the price of a model that was called. ``retries`` counts attempts
+    after a fault, ``failures`` calls that failed after every retry.
     """
 
     calls: int = 0
@@ -49,6 +77,8 @@ class LLMUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
+    retries: int = 0
+    failures: int = 0
 
     def __add__(self, other: LLMUsage) -> LLMUsage:
         return LLMUsage(
@@ -57,6 +87,8 @@ class LLMUsage:
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cost_usd=None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd,
+            retries=self.retries + other.retries,
+            failures=self.failures + other.failures,
         )
 
 
@@ -121,13 +153,24 @@ class ResponseCache:
 
 
 class LLMClient:
-    """Chat completions through litellm, with the disk cache and per-client token and cost accounting."""
+    """Chat completions through litellm, with the disk cache, retries and per-client token and cost accounting.
 
-    def __init__(self, settings: LLMSettings, cache: ResponseCache | None = None):
+    ``sleep`` and ``rng`` make the backoff testable (defaults: ``time.sleep`` and an unseeded generator).
+    """
+
+    def __init__(self, settings: LLMSettings, cache: ResponseCache | None = None, *, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None):
         self.settings = settings
         self.cache = cache if cache is not None else ResponseCache()
+        self.sleep = sleep
+        self.rng = rng if rng is not None else random.Random()
         self._usage = LLMUsage()
         self._lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        """The model and its endpoint, as error messages name them."""
+        return f"{self.settings.model} at {self.settings.api_base or 'the provider default URL'}"
 
     def complete(self, messages: list[Message]) -> str:
         s = self.settings
@@ -138,17 +181,7 @@ class LLMClient:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
-        response = litellm.completion(
-            model=s.model,
-            messages=messages,
-            api_base=s.api_base,
-            api_key=os.environ.get(s.api_key_env) if s.api_key_env else (None if s.api_base is None else "none"),
-            temperature=s.temperature,
-            max_tokens=s.max_tokens,
-            timeout=s.timeout_s,
-            num_retries=s.retries,
-        )
-        text = response.choices[0].message.content or ""
+        response, text = self._call(litellm, messages)
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -163,11 +196,59 @@ class LLMClient:
                                  "completion_tokens": completion_tokens, "cost_usd": cost})
         return text
 
-    def _count(self, *, cache_hit: bool = False, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float | None = 0.0) -> None:
+    def _call(self, litellm, messages: list[Message]) -> tuple[Any, str]:
+        """One completion with our retry policy: (response, text), a ProviderError after the last retry, or a UserInputError."""
+        import openai
+
+        s = self.settings
+        secret = os.environ.get(s.api_key_env) if s.api_key_env else None
+        api_key = secret if s.api_key_env else (None if s.api_base is None else "none")
+        attempt = 0
+        while True:
+            try:
+                response = litellm.completion(model=s.model, messages=messages, api_base=s.api_base, api_key=api_key, temperature=s.temperature,
+                                              max_tokens=s.max_tokens, timeout=s.timeout_s, num_retries=0, max_retries=0)
+                choices = getattr(response, "choices", None)
+                if not choices:
+                    raise EmptyReply("a reply with no choices")
+                return response, choices[0].message.content or ""
+            except (openai.OpenAIError, EmptyReply) as exc:
+                status = getattr(exc, "status_code", None)
+                problem = _redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, secret)
+                if status in SETTINGS_ERRORS:
+                    raise UserInputError(f"{self.where}: HTTP {status} ({problem}); {SETTINGS_ERRORS[status]}") from None
+                if attempt == s.retries:
+                    self._count(failure=True)
+                    raise ProviderError(f"{self.where}: {problem} (after {attempt + 1} attempts; the provider may be down or "
+                                        f"overloaded: retry later, or raise retries / timeout_s in the llm settings)") from None
+                self._count(retry=True)
+                self.sleep(self._backoff(attempt, exc))
+                attempt += 1
+
+    def _backoff(self, attempt: int, exc: Exception) -> float:
+        """Full jitter: uniform in [0, min(cap, base·2^attempt)]; a Retry-After header (seconds) wins, capped."""
+        s = self.settings
+        headers = getattr(exc, "litellm_response_headers", None) or {}
+        try:
+            retry_after = float(headers.get("retry-after"))
+        except (TypeError, ValueError):
+            retry_after = None
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, s.max_backoff_s)
+        return self.rng.uniform(0, min(s.max_backoff_s, s.backoff_s * 2**attempt))
+
+    def _count(self, *, cache_hit: bool = False, retry: bool = False, failure: bool = False, prompt_tokens: int = 0, completion_tokens: int = 0,
+               cost: float | None = 0.0) -> None:
+        """Add one event: a cache hit, a retry, a failed call, or a completed call with its tokens and cost."""
         with self._lock:
-            self._usage += LLMUsage(calls=int(not cache_hit), cache_hits=int(cache_hit), prompt_tokens=prompt_tokens,
-                                    completion_tokens=completion_tokens, cost_usd=cost)
+            self._usage += LLMUsage(calls=int(not (cache_hit or retry or failure)), cache_hits=int(cache_hit), prompt_tokens=prompt_tokens,
+                                    completion_tokens=completion_tokens, cost_usd=cost, retries=int(retry), failures=int(failure))
 
     def usage(self) -> LLMUsage:
         """A snapshot of this client's calls, cache hits, new tokens and cost so far."""
         return self._usage
+
+
+def _redact(text: str, secret: str | None) -> str:
+    """``text`` with the API key masked (providers sometimes echo it in error messages)."""
+    return text.replace(secret, "***") if secret else text

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from harness.config import RunConfig
 from harness.engine import HFEngine, SamplingParams
+from harness.errors import RunError, UserInputError
 from harness.evaluate import Evaluator, Preference, oracle_system
 from harness.interaction import Interaction
 from harness.llm_client import LLMUsage
@@ -38,6 +39,7 @@ from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
+from trainers.base import StepResult
 from trainers.sdpo import SDPOTrainer
 
 Event = dict
@@ -170,6 +172,8 @@ def _drain(events, sink: Sink, timeout: float) -> None:
 def _run_arm_in_worker(job: ArmJob, events) -> None:
     try:
         run_arm(job, events.put)
+    except (RunError, UserInputError):
+        raise  # one line, printed by the CLI
     except BaseException:
         events.put({"type": "error", "arm": job.arm, "seed": job.seed, "text": traceback.format_exc()})
         raise
@@ -194,6 +198,8 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     trainer = SDPOTrainer(policy, config.trainer, seed=seed, neutral_pool=pool)
     params = SamplingParams(**config.generation.model_dump())
     total = config.interactions
+    failures = 0
+    keep, kept = arm == "treated" and config.save_checkpoint, None
     sink({"type": "start", "arm": arm, "seed": seed, "total": total})
     for step, first in enumerate(range(0, total, config.batch_size)):
         indices = range(first, min(first + config.batch_size, total))
@@ -204,34 +210,65 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         answers = engine.generate(contexts, params)
         t1 = time.perf_counter()
         user = schedule.user_at(first)  # changes fall on batch boundaries (RunConfig checks)
+        profile = user.name if schedule.changing else None
         followups = simulator.respond([[*m, {"role": "assistant", "content": a.text}] for m, a in zip(messages, answers)], user)
         t2 = time.perf_counter()
         batch = [Interaction(i, p, m, c, a, f) for i, p, m, c, a, f in zip(indices, prompt_texts, messages, contexts, answers, followups)]
-        result = trainer.step(batch)
+        failed = [i for i in batch if i.followup.failed is not None]
+        failures += len(failed)
+        if failures > config.fail_budget:
+            for interaction in failed:
+                append_jsonl(run_dir / "interactions.jsonl", _interaction_record(arm, seed, step, interaction, {}, profile))
+            limit = "--fail-fast" if config.fail_budget == 0 else f"fail_budget {config.fail_budget}"
+            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
+            raise RunError(f"{arm} s{seed} stopped at interaction {failed[-1].index}: {failures} simulator calls failed after their retries "
+                           f"({limit}); last: {failed[-1].followup.failed}")
+        trained = [i for i in batch if i.followup.failed is None]
+        result = trainer.step(trained) if trained else StepResult(metrics={}, skipped="every simulator call failed")
         t3 = time.perf_counter()
-        for interaction, summary in zip(batch, result.per_interaction):
-            append_jsonl(run_dir / "interactions.jsonl", InteractionRecord(
-                arm=arm, seed=seed, index=interaction.index, step=step, prompt=interaction.prompt,
-                response=interaction.response.text, response_tokens=len(interaction.response.token_ids),
-                finished=interaction.response.finished, followup=interaction.followup.text,
-                followup_raw=interaction.followup.raw, satisfied=interaction.followup.satisfied, advantage=summary,
-                profile=user.name if schedule.changing else None,
-            ))
+        summaries = iter(result.per_interaction)
+        for interaction in batch:
+            summary = {} if interaction.followup.failed is not None else next(summaries)
+            append_jsonl(run_dir / "interactions.jsonl", _interaction_record(arm, seed, step, interaction, summary, profile))
         done = indices[-1] + 1
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
         append_jsonl(run_dir / "metrics.jsonl", TrainRecord(
-            arm=arm, seed=seed, step=step, interactions=done, metrics=result.metrics, timings=timings, skipped=result.skipped,
+            arm=arm, seed=seed, step=step, interactions=done, metrics=result.metrics, timings=timings, skipped=result.skipped, failed=len(failed),
         ))
         satisfied = [f.satisfied for f in followups if f.satisfied is not None]
         sink({"type": "step", "arm": arm, "seed": seed, "done": done, "total": total, "loss": result.metrics.get("loss"),
               "satisfied": sum(satisfied) / len(satisfied) if satisfied else None, "skipped": result.skipped})
         if done % config.eval.every == 0 or done == total:
             records, samples = evaluator.run(policy, engine, arm=arm, seed=seed, interactions=done, against=job.reference)
+            if (stop := _kl_stop(records, config.max_kl)) is not None:
+                stop += "; " + (f"checkpoint kept from {kept} interactions" if kept else "no checkpoint: no evaluation was within the limit") if keep else ""
+                records = [r.model_copy(update={"stopped": stop}) for r in records]
             _write_eval(run_dir, records, samples, sink)
-    if arm == "treated" and config.save_checkpoint:
-        policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
+            if stop is not None:
+                sink({"type": "stopped", "arm": arm, "seed": seed, "text": stop})
+                break
+            if keep and (config.max_kl is not None or done == total):  # under max_kl, every evaluation within the limit is kept
+                policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
+                kept = done
     _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
     sink({"type": "done", "arm": arm, "seed": seed})
+
+
+def _kl_stop(records: list[EvalRecord], max_kl: float | None) -> str | None:
+    """Why the arm must stop after this evaluation (its KL to the initial policy above ``max_kl``), or None."""
+    measured = [r.kl for r in records if r.kl is not None]
+    if max_kl is None or not measured or max(measured) <= max_kl:
+        return None
+    return f"KL to the initial policy {max(measured):.4g} > max_kl {max_kl:g} at {records[0].interactions} interactions"
+
+
+def _interaction_record(arm: str, seed: int, step: int, interaction: Interaction, summary: dict, profile: str | None) -> InteractionRecord:
+    followup = interaction.followup
+    return InteractionRecord(
+        arm=arm, seed=seed, index=interaction.index, step=step, prompt=interaction.prompt, response=interaction.response.text,
+        response_tokens=len(interaction.response.token_ids), finished=interaction.response.finished, followup=followup.text,
+        followup_raw=followup.raw, satisfied=followup.satisfied, advantage=summary, profile=profile, failed=followup.failed,
+    )
 
 
 def _versions() -> dict[str, str]:

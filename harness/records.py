@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from harness.errors import UserInputError
+from harness.errors import UserInputError, read_text
 
 if TYPE_CHECKING:
     from harness.llm_client import LLMUsage
@@ -51,6 +51,7 @@ class InteractionRecord(_Record):
     satisfied: bool | None
     profile: str | None = Field(None, description="the user's profile at this interaction, when it changes during the run (flip, continual)")
     advantage: dict = Field(default_factory=dict, description="per-token advantage summary (mean/min/max, extreme tokens)")
+    failed: str | None = Field(None, description="why the simulator gave no follow-up (its LLM still failing after retries); left out of the update")
 
 
 class TrainRecord(_Record):
@@ -62,6 +63,7 @@ class TrainRecord(_Record):
     metrics: dict[str, float]
     timings: dict[str, float] = Field(description="seconds per part (generate, simulate, train) and the whole step (step)")
     skipped: str | None = None
+    failed: int = Field(0, description="interactions of this batch left out of the update: the simulator failed after its retries")
 
 
 class EvalRecord(_Record):
@@ -95,6 +97,7 @@ class EvalRecord(_Record):
     ties: float | None = Field(None, description="share of prompts judged a tie")
     invalid_rate: float | None = Field(None, description="share of prompts with an unparseable verdict")
     swap_agreement: float | None = Field(None, description="share of pairs judged validly in both orders whose orders agree")
+    stopped: str | None = Field(None, description="why the arm stopped after this evaluation (its KL above max_kl); None: it went on")
 
 
 class SampleRecord(_Record):
@@ -126,6 +129,8 @@ class UsageRecord(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    retries: int = Field(0, description="attempts after a fault (429, 5xx, timeout, unusable body)")
+    failures: int = Field(0, description="calls that still failed after every retry")
 
     def describe(self) -> str:
         cost = "unknown cost" if self.cost_usd is None else f"${self.cost_usd:.4f}"
@@ -209,10 +214,8 @@ def read_jsonl(path: Path, model: type[BaseModel] | TypeAdapter) -> Iterator:
 def read_rows(path: Path, model: type[Row], expected: str) -> list[tuple[int, Row]]:
     """A user's JSONL file as (line number, row) pairs, blank lines skipped; a missing file, a line that is not JSON or
     not a valid row, or no rows at all is a one-line UserInputError naming file:line (``expected`` lists the fields)."""
-    if not path.is_file():
-        raise UserInputError("no such file", path=path)
     rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):  # not splitlines(): it also splits on \x1c, \u2028, …
         if not line.strip():
             continue
         try:

@@ -191,6 +191,8 @@ def write_report(run_dir: Path) -> Path:
              f"simulator {config.simulator.kind}, judge {config.judge.kind}; trainer: lr {config.trainer.lr:g}, loss {config.trainer.loss}, "
              f"baseline {config.trainer.baseline}, kl_anchor {config.trainer.kl_anchor:g}, lora {'on' if config.policy.lora else 'off'}.",
              "", side_effects(groups[0][1]), "", "![curves](curve.png)"]
+    stops = {(r.arm, r.seed): r.stopped for r in evals if r.stopped}
+    lines += ["", *(f"**{arm} s{seed} stopped:** {why}." for (arm, seed), why in sorted(stops.items()))] if stops else []
     for name, records in groups:
         lines += ["", f"## Preference: {name}" if name else "", f"**{verdict(records)}**", "", "### Last evaluation (95% intervals)", ""]
         lines += table_lines(records)

@@ -8,19 +8,14 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import UserInputError
+from harness.errors import UserInputError, read_text
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def read_yaml(path: Path) -> tuple[object, yaml.Node | None]:
     """Parsed data and its node tree (for line numbers); YAML syntax errors become UserInputError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserInputError("no such file", path=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read: {exc}", path=path) from None
+    text = read_text(path)
     try:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:

@@ -31,7 +31,7 @@ class Embedder:
 
         path = path or minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.model = AutoModel.from_pretrained(path, use_safetensors=True).to(device).eval()
         self.device = torch.device(device)
 
     @torch.inference_mode()

@@ -13,11 +13,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Followup:
-    """The user's next message, the simulator's raw output, and whether it was a satisfied reply (None: unknown)."""
+    """The user's next message, the simulator's raw output, and whether it was a satisfied reply (None: unknown).
+
+    ``failed`` says why there is no message (the simulator's LLM still failed after its retries); such an
+    interaction is recorded and left out of the update.
+    """
 
     text: str
     raw: str
     satisfied: bool | None = None
+    failed: str | None = None
 
 
 class Simulator(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.llm_client import LLMClient
+from harness.llm_client import LLMClient, ProviderError
 from harness.policy import Message
 from simulators.base import Followup, last_turns
 from simulators.profile import Profile
@@ -12,12 +12,18 @@ from simulators.prompt import clean_reply, simulator_messages
 
 
 class LLMSimulator:
+    """One call per conversation; a call that still fails after the client's retries gives a failed Followup."""
+
     def __init__(self, client: LLMClient):
         self.client = client
 
     def respond(self, conversations: Sequence[Sequence[Message]], profile: Profile) -> list[Followup]:
         out = []
         for conversation in conversations:
-            raw = self.client.complete(simulator_messages(profile, *last_turns(conversation)))
+            try:
+                raw = self.client.complete(simulator_messages(profile, *last_turns(conversation)))
+            except ProviderError as exc:
+                out.append(Followup(text="", raw="", failed=str(exc)))
+                continue
             out.append(Followup(text=clean_reply(raw), raw=raw))
         return out

@@ -60,3 +60,22 @@ def test_template_must_have_both_placeholders():
 
     with pytest.raises(ValueError):
         SDPOConfig(template="no placeholders here")
+
+
+def test_a_non_finite_loss_or_gradient_skips_the_update_and_leaves_weights_and_optimizer_alone(fresh_policy, monkeypatch):
+    from trainers import losses
+
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(lr=1e-3), seed=0)
+    interaction = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "Way too long. One sentence, please.")
+    before = weights(fresh_policy)
+    real_loss = losses.policy_gradient_loss
+    monkeypatch.setattr(losses, "policy_gradient_loss", lambda *a: real_loss(*a) * float("nan"))  # a NaN advantage gives this
+    result = trainer.step([interaction])
+    assert result.skipped == "non-finite loss" and result.per_interaction == [{}]
+    monkeypatch.setattr(losses, "policy_gradient_loss", real_loss)
+    hook = next(p for p in fresh_policy.model.parameters() if p.requires_grad).register_hook(lambda g: g * float("inf"))
+    result = trainer.step([interaction])
+    hook.remove()
+    assert result.skipped == "non-finite gradient" and result.per_interaction == [{}]
+    assert torch.equal(weights(fresh_policy), before) and not trainer.optimizer.state  # no step taken, no Adam moments
+    assert trainer.step([interaction]).skipped is None and not torch.equal(weights(fresh_policy), before)  # and it recovers

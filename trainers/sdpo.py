@@ -136,13 +136,13 @@ class SDPOTrainer:
             total = loss + cfg.kl_anchor * kl if kl is not None else loss
             if not torch.isfinite(total):
                 self.optimizer.zero_grad(set_to_none=True)
-                return StepResult(metrics={"loss": float(total)}, per_interaction=[{} for _ in range(size)], skipped="non-finite loss")
+                return StepResult(metrics={"loss": total.item()}, per_interaction=[{} for _ in range(size)], skipped="non-finite loss")
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.max_grad_norm)
             if not torch.isfinite(grad_norm):
                 self.optimizer.zero_grad(set_to_none=True)
-                return StepResult(metrics={"loss": float(total), "grad_norm": float(grad_norm)}, per_interaction=[{} for _ in range(size)], skipped="non-finite gradient")
+                return StepResult(metrics={"loss": total.item(), "grad_norm": grad_norm.item()}, per_interaction=[{} for _ in range(size)], skipped="non-finite gradient")
             self.optimizer.step()
             metrics = {"loss": loss.item(), "grad_norm": grad_norm.item()}
             if kl is not None:
