@@ -17,6 +17,15 @@ from trainers.sdpo import SDPOConfig
 CONFIG_VERSION = 1
 
 
+
+def _backend_complete(settings, role: str, *, model_flag: str, base_flag: str):
+    """A simulator's or judge's settings name what their kind needs: llm settings for 'llm', a model for 'local'."""
+    if settings.kind == "llm" and settings.llm is None:
+        raise ValueError(f"{role} kind 'llm' needs llm settings ({model_flag}, and {base_flag} for a local server)")
+    if settings.kind == "local" and not settings.model:
+        raise ValueError(f"{role} kind 'local' needs a model ({model_flag})")
+    return settings
+
 class GenerationSettings(BaseModel):
     """Sampling for training interactions (temperature 1 as in the paper: on-policy samples)."""
 
@@ -41,11 +50,7 @@ class SimulatorSettings(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> SimulatorSettings:
-        if self.kind == "llm" and self.llm is None:
-            raise ValueError("simulator kind 'llm' needs llm settings (--simulator-model, and --api-base for a local server)")
-        if self.kind == "local" and not self.model:
-            raise ValueError("simulator kind 'local' needs a model (--simulator-model)")
-        return self
+        return _backend_complete(self, "simulator", model_flag="--simulator-model", base_flag="--api-base")
 
 
 class JudgeSettings(BaseModel):
@@ -62,11 +67,7 @@ class JudgeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> JudgeSettings:
-        if self.kind == "llm" and self.llm is None:
-            raise ValueError("judge kind 'llm' needs llm settings (--judge-model, and --judge-api-base for a local server)")
-        if self.kind == "local" and not self.model:
-            raise ValueError("judge kind 'local' needs a model (--judge-model)")
-        return self
+        return _backend_complete(self, "judge", model_flag="--judge-model", base_flag="--judge-api-base")
 
 
 class EvalSettings(BaseModel):
