@@ -24,3 +24,10 @@ class StepResult:
 
 class Trainer(Protocol):
     def step(self, batch: Sequence[Interaction]) -> StepResult: ...
+
+    def state_dict(self) -> dict:
+        """Everything beyond the policy's weights that a resumed run needs to continue exactly (optimizer, counters):
+        a nested dict of tensors and JSON values (harness/checkpoint.py stores it as safetensors + JSON)."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None: ...

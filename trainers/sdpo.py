@@ -74,6 +74,12 @@ class SDPOTrainer:
         params = [p for p in policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
     def hindsight_messages(self, interaction: Interaction, followup: str) -> list[dict[str, str]]:
         """The policy's own chat with the last user turn rewritten by the template."""
         *head, last = interaction.messages
