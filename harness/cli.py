@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -137,6 +138,8 @@ def personalize(
     jobs: Annotated[Optional[int], typer.Option(help="Arms (treated/control × seeds) trained in parallel processes; each holds ~5 GB of memory on CPU (fp32 weights, the initial copy, AdamW state). (default: 2)", min=1, rich_help_panel="Machine")] = None,
     max_kl: Annotated[Optional[float], typer.Option(help="Stop an arm when an evaluation measures its KL to the initial policy above X (a collapsing run); the treated arm keeps the checkpoint of its last evaluation within the limit, the other arms and the report finish. (default: no limit)", min=0, rich_help_panel="Reliability")] = None,
     fail_budget: Annotated[Optional[int], typer.Option(help="Interactions per arm and seed whose LLM simulator call may still fail after its retries (recorded as failed, left out of the update) before the run stops. (default: 10)", min=0, rich_help_panel="Reliability")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Commit each arm's full training state (weights, optimizer, RNG, counters) every K interactions so that --resume can continue it exactly; 0: off. (default: 16)", min=0, rich_help_panel="Reliability")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a stopped run (killed, crashed, failed) from its last committed states, with its own config.yaml: RUN is its id or folder. No other option may be given. The finished log equals an uninterrupted run's.", rich_help_panel="Reliability")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop the run at the first simulator call that fails after its retries (--fail-budget 0).", rich_help_panel="Reliability")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Start from a config YAML (e.g. a run's config.yaml); options given here override it.", rich_help_panel="Config")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: --set trainer.epochs=2 (repeatable).", rich_help_panel="Config")] = None,
@@ -166,6 +169,9 @@ def personalize(
 
 def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | None = None) -> None:
     """Resolve personalize's options ``o`` into a RunConfig (``adjust`` adds fields computed from it), then run it."""
+    if o["resume"] is not None:
+        _resume(o)
+        return
 
     config: Path | None = o["config"]
     data: dict[str, Any] = {}
@@ -191,6 +197,8 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
         _set_path(data, "policy.lora", {} if o["lora"] else None)
     if o["fail_fast"]:
         _set_path(data, "fail_budget", 0)
+    if o["checkpoint_every"] is not None:
+        _set_path(data, "checkpoint_every", o["checkpoint_every"] or None)
     if o["trust_remote_code"]:
         _set_path(data, "policy.trust_remote_code", True)
     _set_llm(data, "simulator", o["simulator"], o["simulator_model"], o["api_base"], o["api_key_env"], default_kind="scripted")
@@ -225,10 +233,37 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
 
     console.print(f"[bold]run[/bold] {run_dir}  ·  user [cyan]{describe_user(resolved)}[/cyan]  ·  arms "
                   + ", ".join(f"{a}/s{s}" for a, s in resolved.arms()) + ("  ·  oracle" if resolved.oracle else ""))
-    with LiveProgress(resolved) as progress:
+    with LiveProgress(resolved) as progress, _resume_hint(run_dir):
         info = run_personalize(resolved, run_dir, progress.handle, command=shlex.join(["hindsight", *sys.argv[1:]]))
     console.print(f"finished in {info.seconds:.0f} s")
     show(str(run_dir), results=results)
+
+
+def _resume(o: dict[str, Any]) -> None:
+    """--resume RUN: continue the run in its folder with its own config."""
+    from harness.config import RunConfig
+    from harness.loop import personalize as run_personalize
+
+    given = sorted(f"--{k.rstrip('_').replace('_', '-')}" for k, v in o.items() if k not in ("resume", "results") and v not in (None, False))
+    if given:
+        raise UserInputError(f"--resume continues a run with its own config.yaml; leave out {', '.join(given)}")
+    results: Path = o["results"]
+    run_dir = _run_dir(o["resume"], results)
+    config = RunConfig.from_file(run_dir / "config.yaml")
+    console.print(f"[bold]resuming[/bold] {run_dir}")
+    with LiveProgress(config) as progress, _resume_hint(run_dir):
+        info = run_personalize(config, run_dir, progress.handle, resume=True)
+    console.print(f"finished in {info.seconds:.0f} s (this session)")
+    show(str(run_dir), results=results)
+
+
+@contextlib.contextmanager
+def _resume_hint(run_dir: Path) -> Iterator[None]:
+    """A run that stops on an error says how to continue it."""
+    try:
+        yield
+    except RunError as exc:
+        raise RunError(f"{exc}; fix the cause, then `hindsight personalize --resume {run_dir.name}` continues from the last checkpoints") from None
 
 
 def _set_llm(data: dict, section: str, kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None, default_kind: str) -> None:
@@ -289,6 +324,8 @@ def flip(
 
       hindsight flip --profile concise -n 64 --flip-at 32
     """
+    if options["resume"] is not None and flip_at is not None:
+        raise UserInputError("--resume continues a run with its own config.yaml; leave out --flip-at")
     _launch(options, lambda c: {"flip_at": flip_at or c.flip_at or c.interactions // 2 // c.batch_size * c.batch_size})
 
 
@@ -321,7 +358,7 @@ class LiveProgress:
             self.progress.console.print(f"[dim]{event['text']}…[/dim]")
         elif kind == "start":
             self.progress.start_task(self.tasks[key])
-            self.progress.update(self.tasks[key], stats="loading")
+            self.progress.update(self.tasks[key], completed=event.get("done", 0), stats="loading")
         elif kind == "step":
             loss = event["loss"]
             sat = event["satisfied"]
@@ -368,6 +405,8 @@ def continual(
 
       hindsight continual --profiles concise,no_emojis,no_exclamation -n 96 --stage 32
     """
+    if options["resume"] is not None and (profiles, stage) != (None, None):
+        raise UserInputError("--resume continues a run with its own config.yaml; leave out --profiles and --stage")
     names = [n.strip() for n in profiles.split(",") if n.strip()] if profiles else []
     if profiles is not None and len(names) < 2:
         raise UserInputError(f"--profiles {profiles}: give at least two profiles, e.g. --profiles concise,no_emojis")
@@ -435,6 +474,8 @@ def show(run: Annotated[str, typer.Argument(help="Run id (folder under results/)
         console.print(table)
         console.print(verdict(evals), highlight=False)
     console.print(side_effects(groups[0][1]), highlight=False)
+    if info and info.status != "finished":
+        console.print(f"[yellow]not finished ({info.status}):[/yellow] `hindsight personalize --resume {folder.name}` continues it from its last checkpoints")
     for name in ("curve.png", "summary.md", "interactions.jsonl"):
         if (folder / name).exists():
             console.print(f"  {folder / name}", highlight=False)

@@ -113,6 +113,9 @@ class RunConfig(BaseModel):
     continual: ContinualSettings | None = Field(None, description="hindsight continual: preferences added one after another; every evaluation scores each")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
+    checkpoint_every: int | None = Field(16, ge=1, description="commit each arm's full training state (weights, optimizer, RNG, loop counters) at the "
+                                         "first update ending at or past each multiple of K interactions, so that --resume continues a killed run exactly "
+                                         "(None: off)")
     save_checkpoint: bool = Field(True, description="save the treated arms' final weights (safetensors)")
     max_kl: float | None = Field(None, gt=0, description="stop an arm when an evaluation measures KL(π_θ ‖ π_0) above this; the treated arm's "
                                  "checkpoint then holds the weights of its last evaluation within the limit (None: no limit)")

@@ -12,6 +12,7 @@ with ``continual`` preferences are added to the user's every ``stage`` interacti
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 import platform
@@ -24,6 +25,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.checkpoint import (
+    ArmCheckpoints,
+    ArmState,
+    committed_states,
+    load_trainable_weights,
+    repair_logs,
+    rng_state,
+    set_rng_state,
+    trainable_weights,
+    write_atomic,
+)
 from harness.config import RunConfig
 from harness.engine import HFEngine, SamplingParams
 from harness.errors import RunError, UserInputError
@@ -44,6 +56,7 @@ from trainers.sdpo import SDPOTrainer
 
 Event = dict
 Sink = Callable[[Event], None]
+BASELINE = Path("state") / "baseline.json"
 
 
 @dataclass(frozen=True)
@@ -55,14 +68,24 @@ class ArmJob:
     reference: tuple[str, ...]
 
 
-def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "") -> RunInfo:
-    """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events."""
+def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False) -> RunInfo:
+    """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events.
+
+    With ``resume``, ``run_dir`` holds a run that stopped (killed, failed): its log is repaired back to the arms'
+    committed states and each unfinished arm continues from its own, exactly as if the run had not stopped.
+    """
     from harness.report import write_report
 
     config = config.with_budgets(max(p.min_words() for p in build_schedule(config).scored))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    info = RunInfo(run_id=run_dir.name, versions=_versions(), command=command)
+    if resume:
+        old = run_dir / "run.json"  # missing when the run was killed right after writing its config
+        info = RunInfo.model_validate_json(old.read_text(encoding="utf-8")) if old.is_file() else RunInfo(run_id=run_dir.name, versions=_versions())
+        info = info.model_copy(update={"status": "running", "error": None, "finished": None, "resumed": [*info.resumed, now()]})
+        _repair(config, run_dir, sink)
+    else:
+        (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        info = RunInfo(run_id=run_dir.name, versions=_versions(), command=command)
     write_json(run_dir / "run.json", info)
     start = time.perf_counter()
     usage: dict[str, LLMUsage] = {}
@@ -74,7 +97,12 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "")
 
     try:
         reference = _baseline_evals(config, run_dir, collect)
-        jobs = [ArmJob(config, run_dir, arm, seed, reference) for arm, seed in config.arms()]
+        states = committed_states(run_dir, config.arms())
+        for (arm, seed), state in states.items():
+            if state is not None and state.finished:
+                sink({"type": "start", "arm": arm, "seed": seed, "total": config.interactions, "done": state.done})
+                sink({"type": "done", "arm": arm, "seed": seed})
+        jobs = [ArmJob(config, run_dir, arm, seed, reference) for (arm, seed), state in states.items() if state is None or not state.finished]
         _run_jobs(jobs, config.jobs, collect)
         info.llm_usage = usage_records(usage)
         write_json(run_dir / "run.json", info)  # the report quotes the usage
@@ -91,8 +119,22 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "")
     return info
 
 
+def _repair(config: RunConfig, run_dir: Path, sink: Sink) -> None:
+    """Cut the log back to what the committed states cover (a torn last line included) and say what was done."""
+    states = committed_states(run_dir, config.arms())
+    repair = repair_logs(run_dir, states, baseline_done=(run_dir / BASELINE).is_file())
+    where = ", ".join(f"{arm}/s{seed} " + ("finished" if s and s.finished else f"from {s.done}" if s else "from 0") for (arm, seed), s in states.items())
+    sink({"type": "phase", "text": f"resuming {run_dir.name}: {where}; {repair.describe()}"})
+
+
 def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, ...]:
-    """Evaluate the untrained model (and the oracle); return its answers as the relevance reference."""
+    """Evaluate the untrained model (and the oracle); return its answers as the relevance reference.
+
+    Once logged, the answers are kept in state/baseline.json, and a resumed run reads them from there.
+    """
+    marker = run_dir / BASELINE
+    if marker.is_file():
+        return tuple(json.loads(marker.read_text(encoding="utf-8"))["reference"])
     quiet_libraries()
     set_threads(config.threads * min(config.jobs, len(config.arms())) if config.threads else None)
     seed_everything(config.seed)
@@ -114,6 +156,8 @@ def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, 
                                                    against=reference, preferences=[preference])
             _write_eval(run_dir, oracle, oracle_samples, sink)
     _report_usage(sink, judge=[p.judge for p in preferences])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(marker, json.dumps({"reference": reference}))
     return reference
 
 
@@ -198,10 +242,19 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     trainer = SDPOTrainer(policy, config.trainer, seed=seed, neutral_pool=pool)
     params = SamplingParams(**config.generation.model_dump())
     total = config.interactions
-    failures = 0
-    keep, kept = arm == "treated" and config.save_checkpoint, None
-    sink({"type": "start", "arm": arm, "seed": seed, "total": total})
+    keep = arm == "treated" and config.save_checkpoint
+    checkpoints = ArmCheckpoints.of(run_dir, arm, seed)
+    state = checkpoints.latest() or ArmState()
+    if state.folder is not None:  # resume: weights, optimizer and RNG exactly as they were after update state.step
+        saved = checkpoints.load(state)
+        load_trainable_weights(policy.model, saved["weights"])
+        trainer.load_state_dict(saved["trainer"])
+        set_rng_state(saved["rng"])
+    failures, kept, last = state.failures, state.kept, (state.step, state.done)
+    sink({"type": "start", "arm": arm, "seed": seed, "total": total, "done": state.done})
     for step, first in enumerate(range(0, total, config.batch_size)):
+        if step <= state.step:
+            continue
         indices = range(first, min(first + config.batch_size, total))
         t0 = time.perf_counter()
         prompt_texts = [prompts.draw(i, seed) for i in indices]
@@ -231,6 +284,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             summary = {} if interaction.followup.failed is not None else next(summaries)
             append_jsonl(run_dir / "interactions.jsonl", _interaction_record(arm, seed, step, interaction, summary, profile))
         done = indices[-1] + 1
+        last = (step, done)
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
         append_jsonl(run_dir / "metrics.jsonl", TrainRecord(
             arm=arm, seed=seed, step=step, interactions=done, metrics=result.metrics, timings=timings, skipped=result.skipped, failed=len(failed),
@@ -250,6 +304,11 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             if keep and (config.max_kl is not None or done == total):  # under max_kl, every evaluation within the limit is kept
                 policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
                 kept = done
+        every = config.checkpoint_every
+        if every and done < total and done // every > first // every:
+            state = ArmState(step=step, done=done, failures=failures, kept=kept)
+            checkpoints.save(state, {"weights": trainable_weights(policy.model), "trainer": trainer.state_dict(), "rng": rng_state()})
+    checkpoints.finish(ArmState(step=last[0], done=last[1], failures=failures, kept=kept))
     _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
     sink({"type": "done", "arm": arm, "seed": seed})
 

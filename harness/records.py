@@ -185,6 +185,7 @@ class RunInfo(BaseModel):
     device: str = ""
     command: str = ""
     llm_usage: dict[str, UsageRecord] | None = Field(None, description="per role ('judge', 'simulator'), when an LLM played it")
+    resumed: list[str] = Field(default_factory=list, description="when the run was resumed (--resume), each time; seconds and llm_usage cover the last session")
 
 
 def now() -> str:
@@ -207,8 +208,16 @@ def read_jsonl(path: Path, model: type[BaseModel] | TypeAdapter) -> Iterator:
     validate = model.validate_python if isinstance(model, TypeAdapter) else model.model_validate
     with path.open(encoding="utf-8") as handle:
         for line in handle:
-            if line.strip():
-                yield validate(json.loads(line))
+            if not line.strip():
+                continue
+            if not line.endswith("\n"):  # every record ends with a newline: this one was cut by a crash (--resume repairs it)
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    return
+                yield validate(record)
+                return
+            yield validate(json.loads(line))
 
 
 def read_rows(path: Path, model: type[Row], expected: str) -> list[tuple[int, Row]]:

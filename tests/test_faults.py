@@ -95,29 +95,37 @@ def test_the_llm_simulator_turns_a_provider_error_into_a_failed_followup(tmp_pat
 
 def test_failed_interactions_are_recorded_and_skipped_and_the_budget_stops_the_run(tmp_path):
     """A real run whose LLM user fails on interactions 0 and 3 (no retries): the first is recorded and left out of the update,
-    the second spends the budget of 1 and stops the run with one line, exit 1."""
+    the second spends the budget of 1 and stops the run with one line, exit 1. Once the provider is healthy, --resume
+    finishes the run from its checkpoint after the first update."""
     with StubProvider(lambda body: ("Shorter, please.", 5, 3), faults=[500, None, None, 500]) as stub:
         args = [
             "personalize", "-n", "4", "--batch-size", "2", "--eval-every", "2", "--eval-prompts", "2", "--max-new-tokens", "12",
             "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=0", "--set", "save_checkpoint=false", "--no-control", "--no-oracle",
             "--jobs", "1", "--simulator-model", "openai/stub", "--api-base", stub.base, "--set", "simulator.llm.retries=0",
-            "--fail-budget", "1", "--results", str(tmp_path), "--run-id", "flaky",
+            "--fail-budget", "1", "--checkpoint-every", "2", "--results", str(tmp_path), "--run-id", "flaky",
         ]
         result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=900)
+        failed = RunInfo.model_validate_json((tmp_path / "flaky" / "run.json").read_text())
+        resumed = subprocess.run([*HINDSIGHT, "personalize", "--resume", "flaky", "--results", str(tmp_path)], capture_output=True, text=True, timeout=900)
+        requests_after_resume = len(stub.requests)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert requests_after_resume == 6  # the resumed run asked again only for interactions 2 and 3
+    assert "--resume flaky" in result.stderr
     assert result.returncode == 1, result.stdout + result.stderr
     assert stub.injected == {"500": 2} and len(stub.requests) == 4
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr + result.stdout
     assert "treated s0 stopped at interaction 3: 2 simulator calls failed" in result.stderr and "fail_budget 1" in result.stderr
     run = tmp_path / "flaky"
+    assert failed.status == "failed" and "stopped at interaction 3" in failed.error
+    assert (failed.llm_usage["simulator"].calls, failed.llm_usage["simulator"].failures) == (2, 2)
     info = RunInfo.model_validate_json((run / "run.json").read_text())
-    assert info.status == "failed" and "stopped at interaction 3" in info.error
-    assert (info.llm_usage["simulator"].calls, info.llm_usage["simulator"].failures) == (2, 2)
+    assert info.status == "finished" and len(info.resumed) == 1 and info.error is None
     interactions = {r.index: r for r in read_jsonl(run / "interactions.jsonl", InteractionRecord)}
-    assert sorted(interactions) == [0, 1, 3]
-    assert [interactions[i].failed is not None for i in (0, 1, 3)] == [True, False, True]
+    assert sorted(interactions) == [0, 1, 2, 3]  # interaction 3's failed record was dropped and redone
+    assert [interactions[i].failed is not None for i in (0, 1, 2, 3)] == [True, False, False, False]
     assert interactions[0].advantage == {} and interactions[0].followup == "" and interactions[1].followup == "Shorter, please."
     train = [m for m in read_jsonl(run / "metrics.jsonl", METRIC) if isinstance(m, TrainRecord)]
-    assert len(train) == 1 and train[0].failed == 1 and train[0].skipped is None
+    assert [(t.step, t.failed) for t in train] == [(0, 1), (1, 0)] and train[0].skipped is None
     assert train[0].metrics["answer_tokens"] == interactions[1].response_tokens  # the update saw interaction 1 alone
 
     dry = subprocess.run([*HINDSIGHT, "personalize", "--fail-fast", "--dry-run"], capture_output=True, text=True, timeout=120)

@@ -1,0 +1,150 @@
+"""Exact resume: a real run killed with SIGKILL at random points and resumed ends with the log of an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from harness.checkpoint import ArmCheckpoints, ArmState, flatten, repair_logs, rng_state, set_rng_state, unflatten
+from harness.records import RunInfo
+
+HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
+TINY = [
+    "personalize", "-n", "8", "--batch-size", "2", "--eval-every", "4", "--eval-prompts", "2", "--max-new-tokens", "12",
+    "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=2", "--checkpoint-every", "2", "--control", "--oracle", "--jobs", "2",
+]
+VOLATILE = {"timings", "seconds"}  # wall-clock measurements: the only fields allowed to differ
+
+
+def _trained_optimizer() -> torch.optim.AdamW:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    return optimizer
+
+
+def test_nested_state_round_trips_through_safetensors_and_json(tmp_path):
+    optimizer = _trained_optimizer()
+    state = {"trainer": {"optimizer": optimizer.state_dict()}, "rng": rng_state(), "note": [1, "a", None, 2.5]}
+    checkpoints = ArmCheckpoints(tmp_path / "treated-s0")
+    checkpoints.save(ArmState(step=3, done=8, failures=1, kept=4), state)
+    latest = checkpoints.latest()
+    assert (latest.step, latest.done, latest.failures, latest.kept, latest.folder) == (3, 8, 1, 4, "step-000003")
+    loaded = checkpoints.load(latest)
+    saved_opt, loaded_opt = state["trainer"]["optimizer"], loaded["trainer"]["optimizer"]
+    assert saved_opt["state"].keys() == loaded_opt["state"].keys() == {0, 1}  # parameter indices stay ints
+    for index, slots in saved_opt["state"].items():
+        for name, value in slots.items():
+            assert torch.equal(value, loaded_opt["state"][index][name])
+    assert loaded["note"] == [1, "a", None, 2.5]
+    fresh = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.1)
+    fresh.load_state_dict(loaded_opt)  # torch accepts what came back
+    assert fresh.param_groups[0]["lr"] == 0.1
+
+
+def test_rng_state_restores_every_generator():
+    saved = rng_state()
+    tensors, skeleton = flatten(saved)
+    first = (random.random(), np.random.rand(), torch.rand(2).tolist())
+    set_rng_state(unflatten(json.loads(json.dumps(skeleton)), tensors))
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == first
+
+
+def test_a_newer_commit_replaces_the_older_and_leftovers_go(tmp_path):
+    checkpoints = ArmCheckpoints(tmp_path / "control-s1")
+    checkpoints.save(ArmState(step=0, done=2), {"x": torch.zeros(2)})
+    (checkpoints.folder / "step-000009").mkdir()  # a folder a kill left half-written: no pointer names it
+    checkpoints.save(ArmState(step=1, done=4), {"x": torch.ones(2)})
+    assert sorted(p.name for p in checkpoints.folder.iterdir()) == ["latest.json", "step-000001"]
+    assert torch.equal(checkpoints.load(checkpoints.latest())["x"], torch.ones(2))
+    checkpoints.finish(ArmState(step=3, done=8))
+    assert checkpoints.latest().finished and [p.name for p in checkpoints.folder.iterdir()] == ["latest.json"]
+
+
+def test_repair_drops_torn_lines_and_work_after_the_commit(tmp_path):
+    rows = [
+        {"arm": "initial", "seed": 0, "interactions": 0},
+        {"arm": "treated", "seed": 0, "step": 0, "index": 0},
+        {"arm": "treated", "seed": 0, "step": 1, "index": 2},  # after the commit (step 0)
+        {"arm": "control", "seed": 0, "step": 1, "index": 2},  # control: nothing committed
+        {"arm": "treated", "seed": 0, "interactions": 2},
+        {"arm": "treated", "seed": 0, "interactions": 4},  # an evaluation after the commit
+    ]
+    (tmp_path / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"arm": "treated", "se')
+    states = {("treated", 0): ArmState(step=0, done=2), ("control", 0): None}
+    repair = repair_logs(tmp_path, states, baseline_done=True)
+    kept = [json.loads(line) for line in (tmp_path / "interactions.jsonl").read_text().splitlines()]
+    assert kept == [rows[0], rows[1], rows[4]] and (repair.torn, repair.dropped) == (1, 3)
+    repair_logs(tmp_path, states, baseline_done=False)  # the baseline evaluation did not finish: it is redone too
+    assert [json.loads(line) for line in (tmp_path / "interactions.jsonl").read_text().splitlines()] == [rows[1], rows[4]]
+
+
+def _log(run) -> dict[str, list[str]]:
+    """Each log's records, volatile fields removed, sorted (arms write concurrently, so line order may differ)."""
+    out = {}
+    for name in ("interactions.jsonl", "metrics.jsonl", "samples.jsonl"):
+        rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        out[name] = sorted(json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True) for r in rows)
+    return out
+
+
+def _lines(path) -> int:
+    return path.read_text().count("\n") if path.is_file() else 0
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path):
+    ref = subprocess.run([*HINDSIGHT, *TINY, "--results", str(tmp_path), "--run-id", "ref"], capture_output=True, text=True, timeout=1200)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    seed = int(os.environ.get("HINDSIGHT_KILL_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    run = tmp_path / "killed"
+    total = _lines(tmp_path / "ref" / "interactions.jsonl")
+    # each kill waits until the log holds this many interactions (0: during start-up and the baseline), then a random delay;
+    # each target lies past the last one, so every resumed process has to redo what was cut and go further before it dies
+    targets = [0]
+    while len(targets) < 5:
+        targets.append(targets[-1] + rng.randint(1, 3))
+    assert targets[-1] < total - 1
+    kills = []
+    for n, target in enumerate(targets):
+        args = [*TINY, "--results", str(tmp_path), "--run-id", "killed"] if n == 0 else ["personalize", "--resume", "killed", "--results", str(tmp_path)]
+        with (tmp_path / f"attempt-{n}.log").open("w") as log:
+            proc = subprocess.Popen([*HINDSIGHT, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while proc.poll() is None and (_lines(run / "interactions.jsonl") < target or not (run / "config.yaml").is_file()):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 3))
+        assert proc.poll() is None, f"the run ended before kill {n + 1} (seed {seed}): {(tmp_path / f'attempt-{n}.log').read_text()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        committed = {p.parent.name: json.loads(p.read_text())["done"] for p in (run / "state").glob("*/latest.json")} if (run / "state").is_dir() else {}
+        kills.append({"after_interaction_records": _lines(run / "interactions.jsonl"), "committed": committed})
+        time.sleep(0.5)  # let the killed group's children go before the next start
+    final = subprocess.run([*HINDSIGHT, "personalize", "--resume", "killed", "--results", str(tmp_path)], capture_output=True, text=True, timeout=1200)
+    assert final.returncode == 0, final.stdout + final.stderr
+    print(f"kill seed {seed}: {json.dumps(kills)}")
+    assert len(kills) == 5
+    assert "resuming killed" in final.stdout
+    assert _log(run) == _log(tmp_path / "ref")  # nothing lost, nothing duplicated, the same numbers
+    info = RunInfo.model_validate_json((run / "run.json").read_text())
+    assert info.status == "finished" and info.resumed  # (a process killed before it wrote run.json leaves no entry)
+    from safetensors.torch import load_file
+
+    for name in ("model.safetensors",):
+        a, b = load_file(str(run / "checkpoints" / "treated-s0" / name)), load_file(str(tmp_path / "ref" / "checkpoints" / "treated-s0" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_options_and_unknown_runs(tmp_path):
+    other = subprocess.run([*HINDSIGHT, "personalize", "--resume", "x", "-n", "4", "--results", str(tmp_path)], capture_output=True, text=True)
+    assert other.returncode == 2 and "leave out --interactions" in other.stdout + other.stderr
+    missing = subprocess.run([*HINDSIGHT, "personalize", "--resume", "nope", "--results", str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "not a run folder" in missing.stdout + missing.stderr
