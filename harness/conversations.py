@@ -202,8 +202,7 @@ def _hf_rows(spec: str) -> Iterator[tuple[int, Any]]:
         rows = datasets.load_dataset(name, split=split or "train", streaming=True)
     except Exception as exc:  # noqa: BLE001 - any hub/cache failure is the user's to fix
         raise UserInputError(f"hf:{spec}: could not load ({type(exc).__name__}: {exc})") from None
-    for number, row in enumerate(rows, start=1):
-        yield number, row
+    yield from enumerate(rows, start=1)
 
 
 def parse_record(record: Any, line: int) -> Conversation:
