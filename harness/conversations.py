@@ -321,3 +321,29 @@ def import_stats(result: ImportResult, classifier: str | None = None) -> ImportS
 
 def _spread(values: list[int]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else {}
+
+
+def describe_stats(stats: ImportStats) -> list[str]:
+    """`hindsight data stats` as plain lines: totals, skipped records by reason and line, tuples, users, follow-up types."""
+    skipped = len(stats.skipped)
+    lines = [
+        f"{stats.source}: {stats.records} records → {stats.conversations} conversations kept, {skipped} skipped "
+        f"({sum(stats.invalid.values())} invalid, {sum(stats.filtered.values())} filtered)",
+        f"tuples: {stats.tuples} ({stats.tuples_per_conversation} per conversation; {stats.answers_without_followup} answers had no follow-up)",
+        f"users: {stats.users} with ids ({_fmt(stats.conversations_per_user)} conversations each), {stats.conversations_without_user} conversations without one",
+        f"messages per conversation: {_fmt(stats.messages_per_conversation)}",
+        "mean characters: " + ", ".join(f"{k} {v:.0f}" for k, v in stats.mean_chars.items()),
+        "languages: " + ", ".join(f"{k} {v}" for k, v in stats.languages.items()),
+        "models: " + ", ".join(f"{k} {v}" for k, v in stats.models.items()),
+    ]
+    if stats.followup_types:
+        lines.append(f"follow-up types ({stats.followup_classifier}): " + ", ".join(f"{k} {v}" for k, v in stats.followup_types.items()))
+    for kind, counts in (("invalid", stats.invalid), ("filtered", stats.filtered)):
+        if counts:
+            lines.append(f"{kind}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines += [f"  line {s['line']}: {s['kind']}: {s['reason']}" for s in stats.skipped]
+    return lines
+
+
+def _fmt(spread: dict[str, float]) -> str:
+    return f"min {spread['min']:g}, median {spread['median']:g}, max {spread['max']:g}" if spread else "–"
