@@ -809,10 +809,10 @@ def train(
 
       accelerate launch --multi_gpu --num_processes 2 -m harness train --data conversations.jsonl --device cpu --batch-size 8
     """
+    o = dict(locals())
     from harness.train import train as run_training
     from harness.yamlio import read_yaml
 
-    o = dict(locals())
     if resume is not None:
         given = [name for name, value in o.items() if value not in (None, False, RESULTS, resume) and name not in ("stop_after", "o")]
         if given:

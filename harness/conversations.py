@@ -227,7 +227,7 @@ def parse_record(record: Any, line: int) -> Conversation:
             raise _Bad("empty_turn", f"turn {number}: empty {role} turn")
         expected = ROLES[(number - 1) % 2]
         if role != expected:
-            raise _Bad("order", f"turn {number}: {role} turn where a {expected} turn was due (turns alternate, starting with the user)")
+            raise _Bad("order", f"turn {number}: {role} turn out of order (turns alternate user, assistant, …, starting with the user)")
         messages.append({"role": role, "content": content})
     return Conversation(
         line=line,

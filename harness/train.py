@@ -125,6 +125,8 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, stop_afte
     start = 0
     if checkpoint is not None:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
+        if not state.get("resumable", True):
+            raise UserInputError("this checkpoint holds no optimizer state (an FSDP / DeepSpeed run): it cannot be resumed", path=checkpoint)
         if state["data"] != fingerprint(data):
             raise UserInputError(f"the tuples of {config.data} differ from those {run_dir} was trained on (was the file or a filter changed?)")
         trainer.load_state_dict(load_state(checkpoint, "optimizer", accelerator.device))
@@ -157,15 +159,24 @@ def train(config: TrainConfig, run_dir: Path, *, resume: bool = False, stop_afte
 
 
 def save_checkpoint(run_dir: Path, step: int, policy: Policy, trainer: OfflineTrainer, data: ImportResult, config: TrainConfig, accelerator) -> Path:
-    """Write checkpoints/step-NNNNNN atomically (main process), drop all but the newest ``keep_checkpoints``."""
+    """Write checkpoints/step-NNNNNN atomically (main process), drop all but the newest ``keep_checkpoints``.
+
+    The weights are gathered from every process first (a no-op for DDP; a full state dict under FSDP / DeepSpeed).
+    Sharded optimizer state (FSDP / DeepSpeed) is not gathered: such checkpoints hold the model only and cannot be resumed."""
+    from accelerate.utils import DistributedType
+
     target = run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
-    accelerator.wait_for_everyone()
+    weights = accelerator.get_state_dict(trainer.scorer)  # collective under FSDP / DeepSpeed
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     if accelerator.is_main_process:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_folder(target) as tmp:
-            policy.save(tmp)
-            save_state(tmp, "optimizer", trainer.state_dict())
-            state = {"step": step, "data": fingerprint(data), "tuples": len(data.tuples), "processes": accelerator.num_processes, "method": config.trainer.method}
+            policy.model.save_pretrained(tmp, state_dict={k.removeprefix("model."): v for k, v in weights.items()}, safe_serialization=True)
+            policy.tokenizer.save_pretrained(tmp)
+            if not sharded:
+                save_state(tmp, "optimizer", trainer.state_dict())
+            state = {"step": step, "data": fingerprint(data), "tuples": len(data.tuples), "processes": accelerator.num_processes,
+                     "method": config.trainer.method, "resumable": not sharded}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
         kept = sorted((p for p in target.parent.glob(f"{CHECKPOINT_PREFIX}*") if ".tmp-" not in p.name), key=lambda p: p.name)
         for old in kept[: -config.keep_checkpoints]:
