@@ -748,7 +748,7 @@ def data_usereval(
         rows = build_rows(report, policy, settings)
     write_rows(rows, out)
     for split in report.users:
-        console.print(f"  {split.user}: {len(split.reference)} reference conversations ({split.feedback} with feedback), "
+        console.print(f"  {split.user}: {len(split.reference)} reference conversations ({split.feedback} follow-ups with feedback), "
                       f"{len(split.heldout)} held out", highlight=False, soft_wrap=True)
     console.print(f"wrote {len(rows)} rows to {out}; judge them with `hindsight usereval {out} --judge-model M`", highlight=False, soft_wrap=True)
 

@@ -327,8 +327,8 @@ def describe_stats(stats: ImportStats) -> list[str]:
     """`hindsight data stats` as plain lines: totals, skipped records by reason and line, tuples, users, follow-up types."""
     skipped = len(stats.skipped)
     lines = [
-        f"{stats.source}: {stats.records} records → {stats.conversations} conversations kept, {skipped} skipped "
-        f"({sum(stats.invalid.values())} invalid, {sum(stats.filtered.values())} filtered)",
+        (f"{stats.source}: {stats.records} records → {stats.conversations} conversations kept, {skipped} skipped "
+         f"({sum(stats.invalid.values())} invalid, {sum(stats.filtered.values())} filtered)"),
         f"tuples: {stats.tuples} ({stats.tuples_per_conversation} per conversation; {stats.answers_without_followup} answers had no follow-up)",
         f"users: {stats.users} with ids ({_fmt(stats.conversations_per_user)} conversations each), {stats.conversations_without_user} conversations without one",
         f"messages per conversation: {_fmt(stats.messages_per_conversation)}",

@@ -92,14 +92,14 @@ def test_heuristic_classifier(request_, followup, label):
 
 
 def test_stats_command_lists_every_skipped_record():
-    done = subprocess.run([*HINDSIGHT, "data", "stats", str(SAMPLE)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*HINDSIGHT, "data", "stats", str(SAMPLE)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "48 records → 37 conversations kept, 11 skipped (9 invalid, 2 filtered)" in done.stdout
     for line in BAD:
         assert f"  line {line}: " in done.stdout
     assert "line 16: invalid: not JSON" in done.stdout and "tuples: 43" in done.stdout
-    as_json = subprocess.run([*HINDSIGHT, "data", "stats", str(SAMPLE), "--json", "--language", "English"], capture_output=True, text=True, timeout=120)
+    as_json = subprocess.run([*HINDSIGHT, "data", "stats", str(SAMPLE), "--json", "--language", "English"], check=False, capture_output=True, text=True, timeout=120)
     stats = json.loads(as_json.stdout)
     assert stats["conversations"] == 35 and stats["filtered"]["language"] == 2 and sum(stats["followup_types"].values()) == stats["tuples"]
-    missing = subprocess.run([*HINDSIGHT, "data", "stats", "nope.jsonl"], capture_output=True, text=True, timeout=120)
+    missing = subprocess.run([*HINDSIGHT, "data", "stats", "nope.jsonl"], check=False, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "nope.jsonl: no such conversation file" in missing.stderr
