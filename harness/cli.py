@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.errors import RunError, UserInputError, one_line
+from harness.errors import RunError, UserInputError, one_line, pydantic_message
 
 if TYPE_CHECKING:
     from harness.config import JudgeSettings, RunConfig
@@ -675,6 +675,272 @@ def judge_files(
     for role, u in (result.llm_usage or {}).items():
         console.print(f"LLM {role}: {u.describe()}", highlight=False)
     console.print(f"wrote {folder / 'judge.json'} and {folder / 'summary.md'}", highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data: logged conversations
+# ----------------------------------------------------------------------------------------------------------
+data_app = typer.Typer(help="Logged conversations (WildChat style): import statistics and the WildChat-UserEval set.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+_FILE_HELP = "Conversations: JSONL, one {\"conversation\": [{\"role\", \"content\"}, ...], \"hashed_ip\"|\"user_id\", \"language\", \"model\", \"timestamp\"} a line, or hf:NAME[:SPLIT] (needs `datasets`)."
+MaxTurnChars = Annotated[Optional[int], typer.Option(help="Drop conversations with a turn longer than this. (default: 4096)", min=1, rich_help_panel="Filters")]
+MaxConversationChars = Annotated[Optional[int], typer.Option(help="Drop conversations longer than this in all. (default: 100000)", min=1, rich_help_panel="Filters")]
+MinMessages = Annotated[Optional[int], typer.Option(help="Drop conversations with fewer messages. (default: 3)", min=2, rich_help_panel="Filters")]
+Languages = Annotated[Optional[list[str]], typer.Option("--language", help="Keep only this language (repeatable, case-insensitive, e.g. English). (default: all)", rich_help_panel="Filters")]
+ContextMessages = Annotated[Optional[int], typer.Option(help="History kept before an answer: the last N messages, starting on a user turn. (default: 5)", min=1, rich_help_panel="Filters")]
+Limit = Annotated[Optional[int], typer.Option(help="Read at most N records. (default: all)", min=1, rich_help_panel="Filters")]
+
+
+def _filters(o: dict[str, Any]) -> dict[str, Any]:
+    """The ImportSettings fields given as options."""
+    names = {"max_turn_chars": "max_turn_chars", "max_conversation_chars": "max_conversation_chars", "min_messages": "min_messages",
+             "languages": "language", "context_messages": "context_messages", "max_conversations": "limit"}
+    return {field: o[name] for field, name in names.items() if o.get(name) is not None}
+
+
+@data_app.command("stats")
+def data_stats(
+    file: Annotated[str, typer.Argument(metavar="FILE", help=_FILE_HELP)],
+    max_turn_chars: MaxTurnChars = None,
+    max_conversation_chars: MaxConversationChars = None,
+    min_messages: MinMessages = None,
+    language: Languages = None,
+    context_messages: ContextMessages = None,
+    limit: Limit = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON (every skipped record included).")] = False,
+) -> None:
+    """What a conversation file turns into: records kept, skipped (each with its line and why), tuples, users, follow-up types.
+
+    Every record that cannot be used is reported and skipped; nothing in the file stops the import.
+
+    Example:
+
+      hindsight data stats tests/data/wildchat_sample.jsonl --language English
+    """
+    from harness.conversations import ImportSettings, describe_stats, import_stats, load_tuples
+    from judges.followups import build_classifier
+
+    classifier = build_classifier()
+    stats = import_stats(load_tuples(file, ImportSettings(**_filters(locals())), classifier), classifier.name)
+    if as_json:
+        typer.echo(stats.model_dump_json(indent=2))
+        return
+    for line in describe_stats(stats):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@data_app.command("usereval")
+def data_usereval(
+    file: Annotated[str, typer.Argument(metavar="FILE", help=_FILE_HELP + " Needs user ids and timestamps.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The suite file to write (UserEval rows, JSONL).")],
+    model: Annotated[str, typer.Option(help="The evaluated model, which answers every held-out turn: 'smollm2-135m', a model or checkpoint folder, a hub id.")] = "smollm2-135m",
+    min_conversations: Annotated[int, typer.Option(help="Users need at least this many conversations (the RLHI paper: 10).", min=2)] = 10,
+    holdout: Annotated[int, typer.Option(help="The last N conversations of each user are held out and answered.", min=1)] = 5,
+    min_feedback: Annotated[int, typer.Option(help="Users need at least this many follow-ups with feedback in their reference history.", min=0)] = 1,
+    max_users: Annotated[Optional[int], typer.Option(help="At most N users, those with most conversations first (the paper: 100). (default: all)", min=1)] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.", min=1)] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy; the paper: 0.6).", min=0)] = 0.6,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling (the paper: 0.9).", min=0.01, max=1)] = 0.9,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="torch threads. (default: 1)", min=1)] = 1,
+    max_turn_chars: MaxTurnChars = None,
+    max_conversation_chars: MaxConversationChars = None,
+    min_messages: MinMessages = None,
+    language: Languages = None,
+    limit: Limit = None,
+) -> None:
+    """Build a WildChat-UserEval suite: per user, the reference history and every answer turn of the last --holdout conversations.
+
+    Users with enough history are kept; each one's conversations are ordered by timestamp; all but the last --holdout
+    form the history the UserEval judge infers the persona from; each assistant turn of the held-out ones becomes a row
+    {id, prompt (the conversation so far), response (--model's answer), reference (the logged answer), history}, which
+    `hindsight usereval` judges on its three axes. Build one suite per model to compare (the rows are the same).
+
+    Example:
+
+      hindsight data usereval conversations.jsonl -o results/usereval-base.jsonl
+      hindsight usereval results/usereval-base.jsonl --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
+    """
+    from harness.conversations import ImportSettings, read_conversations
+    from harness.policy import Policy, PolicySettings
+    from harness.runtime import quiet_libraries, set_threads
+    from judges.followups import build_classifier
+    from suites.wildchat_usereval import UserEvalSettings, build_rows, split_users, write_rows
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserInputError(f"--device {device}: use auto, cpu or cuda")
+    filters = ImportSettings(**_filters(locals()))
+    settings = UserEvalSettings(min_conversations=min_conversations, holdout=holdout, min_feedback=min_feedback, max_users=max_users,
+                                context_messages=filters.context_messages, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    data = read_conversations(file, filters)
+    report = split_users(data, settings, build_classifier())
+    console.print(f"{file}: {data.records} records, {len(data.conversations)} kept ({len(data.skipped)} skipped: `hindsight data stats` lists them); "
+                  f"{report.users_seen} users, {report.too_few_conversations} with fewer than {max(min_conversations, holdout + 1)} conversations, "
+                  f"{report.too_little_feedback} with fewer than {min_feedback} feedback follow-ups → {len(report.users)} users, {report.rows} turns",
+                  highlight=False, soft_wrap=True)
+    if not report.users:
+        raise UserInputError("no user has enough history; lower --min-conversations / --min-feedback", path=None if file.startswith("hf:") else file)
+    quiet_libraries()
+    set_threads(threads)
+    policy = Policy.load(PolicySettings(model=model, device=device))  # type: ignore[arg-type]
+    policy.model.eval().requires_grad_(False)
+    with console.status(f"answering {report.rows} turns with {model}"):
+        rows = build_rows(report, policy, settings)
+    write_rows(rows, out)
+    for split in report.users:
+        console.print(f"  {split.user}: {len(split.reference)} reference conversations ({split.feedback} follow-ups with feedback), "
+                      f"{len(split.heldout)} held out", highlight=False, soft_wrap=True)
+    console.print(f"wrote {len(rows)} rows to {out}; judge them with `hindsight usereval {out} --judge-model M`", highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train: offline SDPO / SFT on logged conversations
+# ----------------------------------------------------------------------------------------------------------
+@app.command(rich_help_panel="Experiments")
+def train(
+    data: Annotated[Optional[str], typer.Option(help=_FILE_HELP, rich_help_panel="What")] = None,
+    method: Annotated[Optional[str], typer.Option(help="sdpo (the off-policy surrogate: the follow-up's hindsight log-ratio weighs each logged token) or sft (likelihood of the logged answers, the baseline). (default: sdpo)", rich_help_panel="What")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. (default: smollm2-135m)", rich_help_panel="What")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the tuples. (default: 2, the paper)", min=1, rich_help_panel="Budget")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="The run's length in optimizer steps instead of --epochs; the schedule spans it.", min=1, rich_help_panel="Budget")] = None,
+    stop_after: Annotated[Optional[int], typer.Option(help="Stop (with a checkpoint) once N steps are done; the schedule still spans the whole run, so --resume continues it.", min=1, rich_help_panel="Budget")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Tuples per optimizer step over all processes. (default: 8; the paper: 32)", min=1, rich_help_panel="Budget")] = None,
+    micro_batch: Annotated[Optional[int], typer.Option(help="Tuples per forward pass on one process (gradients accumulate). (default: 4)", min=1, rich_help_panel="Budget")] = None,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option(help="Contexts keep their last N tokens. (default: 2048)", min=16, rich_help_panel="Budget")] = None,
+    max_completion_tokens: Annotated[Optional[int], typer.Option(help="Answers are cut to N tokens. (default: 2048)", min=1, rich_help_panel="Budget")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: 2e-6, the paper)", rich_help_panel="Trainer")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="cosine or constant after the warm-up. (default: cosine)", rich_help_panel="Trainer")] = None,
+    warmup_ratio: Annotated[Optional[float], typer.Option(help="Share of steps warming up. (default: 0.05)", rich_help_panel="Trainer")] = None,
+    ignore_first_k: Annotated[Optional[int], typer.Option(help="Leave the first k answer tokens out of the SDPO loss. (default: 2)", min=0, rich_help_panel="Trainer")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Advantage reference: plain = the history alone (paper), neutral = the hindsight prompt with a neutral follow-up. (default: plain)", rich_help_panel="Trainer")] = None,
+    followup_types: Annotated[Optional[str], typer.Option(help="Train only on these follow-up types, comma-separated: new_request, reattempt_with_feedback, reattempt_without_feedback, positive_feedback (heuristic classifier). (default: all)", rich_help_panel="Trainer")] = None,
+    followup_weight: Annotated[Optional[list[str]], typer.Option(help="TYPE=W: weight the loss of tuples with this follow-up type (repeatable). (default: 1 each)", rich_help_panel="Trainer")] = None,
+    lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", help="Train a LoRA adapter (r=16) instead of all weights. (default: off)", rich_help_panel="Trainer")] = None,
+    max_turn_chars: MaxTurnChars = None,
+    max_conversation_chars: MaxConversationChars = None,
+    min_messages: MinMessages = None,
+    language: Languages = None,
+    context_messages: ContextMessages = None,
+    limit: Limit = None,
+    save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (and at the end). (default: 50)", min=1, rich_help_panel="Run")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA when present), cpu or cuda. (default: auto)", rich_help_panel="Run")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads per process. (default: 1)", min=1, rich_help_panel="Run")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its newest checkpoint (its train.yaml is the config; only --stop-after applies).", rich_help_panel="Run")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Start from a config YAML (e.g. a run's train.yaml); options given here override it.", rich_help_panel="Run")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config field: --set trainer.max_grad_norm=1 (repeatable).", rich_help_panel="Run")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Folder name under --results. (default: date-train-METHOD-DATA)", rich_help_panel="Run")] = None,
+    results: Annotated[Path, typer.Option(help="Where runs are written.", rich_help_panel="Run")] = RESULTS,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.", rich_help_panel="Run")] = False,
+) -> None:
+    """Offline SDPO (or SFT) on logged conversations: every answered assistant turn is a tuple (history, answer, follow-up).
+
+    Writes results/RUN/: train.yaml, data.json (import stats), steps.jsonl (loss, grad norm, lr per step) and
+    checkpoints/step-N/ (safetensors model + optimizer state, atomic) every --save-every steps. Several processes:
+    `accelerate launch --multi_gpu --num_processes N -m harness train ...` (DDP; on a CPU-only machine it runs gloo);
+    the global batch stays --batch-size, so the steps match one process's.
+
+    Examples:
+
+      hindsight train --data conversations.jsonl --method sdpo --steps 6 --batch-size 4 --save-every 3
+
+      hindsight train --resume results/RUN
+
+      hindsight train --data conversations.jsonl --followup-types reattempt_with_feedback,reattempt_without_feedback
+
+      accelerate launch --multi_gpu --num_processes 2 -m harness train --data conversations.jsonl --device cpu --batch-size 8
+    """
+    o = dict(locals())
+    from harness.train import train as run_training
+    from harness.yamlio import read_yaml
+
+    if resume is not None:
+        given = [name for name, value in o.items() if value not in (None, False, RESULTS, resume) and name not in ("stop_after", "o")]
+        if given:
+            raise UserInputError(f"--resume takes its config from {resume / 'train.yaml'}; leave out --{given[0].replace('_', '-')}")
+        if not (resume / "train.yaml").is_file():
+            raise UserInputError("not a training run folder (no train.yaml)", path=resume)
+        raw, _ = read_yaml(resume / "train.yaml")
+        resolved, run_dir = _validate_train(raw, resume / "train.yaml"), resume
+    else:
+        raw = {}
+        if config is not None:
+            raw, _ = read_yaml(config)
+            if not isinstance(raw, dict):
+                raise UserInputError("expected a mapping of fields", path=config, line=1)
+        fields = {
+            "data": "data", "policy.model": "model", "policy.device": "device", "threads": "threads", "save_every": "save_every",
+            "trainer.method": "method", "trainer.epochs": "epochs", "trainer.total_steps": "steps", "trainer.batch_size": "batch_size",
+            "trainer.micro_batch": "micro_batch", "trainer.max_prompt_tokens": "max_prompt_tokens", "trainer.max_completion_tokens": "max_completion_tokens",
+            "trainer.lr": "lr", "trainer.schedule": "schedule", "trainer.warmup_ratio": "warmup_ratio", "trainer.ignore_first_k": "ignore_first_k",
+            "trainer.baseline": "baseline",
+        }
+        for key, name in fields.items():
+            if o[name] is not None:
+                _set_path(raw, key, o[name])
+        for key, value in _filters(o).items():
+            _set_path(raw, f"filters.{key}", value)
+        if lora is not None:
+            _set_path(raw, "policy.lora", {} if lora else None)
+        if followup_types is not None:
+            _set_path(raw, "trainer.followup_types", [t.strip() for t in followup_types.split(",") if t.strip()])
+        for item in followup_weight or []:
+            kind, sep, weight = item.partition("=")
+            if not sep:
+                raise UserInputError(f"--followup-weight {item}: expected TYPE=WEIGHT, e.g. positive_feedback=0.5")
+            _set_path(raw, f"trainer.followup_weights.{kind.strip()}", yaml.safe_load(weight))
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
+            _set_path(raw, key.strip(), yaml.safe_load(value))
+        if "data" not in raw:
+            raise UserInputError("--data is required (a conversation file or hf:NAME), or --config / --resume")
+        resolved = _validate_train(raw, config)
+        if dry_run:
+            console.print(resolved.to_yaml(), highlight=False, markup=False)
+            return
+        name = run_id and check_run_id(run_id)
+        run_dir = results / (name or new_run_id(Path(resolved.data.removeprefix("hf:")).stem, f"train-{resolved.trainer.method}", results))
+        if run_dir.exists():
+            raise UserInputError(f"{run_dir} already exists; pick another --run-id (or --resume it)")
+    with TrainProgress() as progress:
+        last = run_training(resolved, run_dir, resume=resume is not None, stop_after=stop_after, on_step=progress.step)
+    if progress.task is not None:  # the main process
+        console.print(f"checkpoint {last}  ·  steps in {run_dir / 'steps.jsonl'}", highlight=False, soft_wrap=True)
+
+
+def _validate_train(data: dict, path: Path | None):
+    from harness.train import TrainConfig
+
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        field, message = pydantic_message(exc)
+        raise UserInputError(message, path=path, field=field or None) from None
+
+
+class TrainProgress:
+    """A rich bar over optimizer steps with the last loss and learning rate (main process only)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def step(self, record, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("train", total=total, completed=record.step - 1, stats="")
+        m = record.metrics
+        stats = f"loss {m['loss']:+.4f} · grad {m['grad_norm']:.2f} · lr {m['lr']:.2e}" + (f" · skipped: {record.skipped}" if record.skipped else "")
+        self.progress.update(self.task, completed=record.step, stats=stats)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -52,6 +52,33 @@ class Scored:
     logits: torch.Tensor | None = None  # [B, T, V] when asked for
 
 
+@dataclass
+class Packed:
+    """A batch of (context, completion) rows ready for ``CompletionScorer``."""
+
+    ids: torch.Tensor  # [B, L] context + completion[:-1], right-padded
+    attn: torch.Tensor  # [B, L]
+    where: torch.Tensor  # [B, T] position whose hidden state predicts completion token t
+    mask: torch.Tensor  # [B, T] bool
+    targets: torch.Tensor  # [B, T] completion token ids
+
+
+class CompletionScorer(torch.nn.Module):
+    """The model's forward restricted to completion positions: the decoder over each row, the LM head only where a
+    completion token is predicted. A module, so a distributed wrapper can own its forward (and sync its gradients)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, attn: torch.Tensor, where: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.model.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
+        picked = hidden.gather(1, where.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
+        logits = self.model.get_output_embeddings()(picked).float()
+        logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        return logprobs.masked_fill(~mask, 0.0), logits
+
+
 class Policy:
     """A trainable chat model. ``score`` is differentiable unless called under ``torch.no_grad``."""
 
@@ -115,8 +142,8 @@ class Policy:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
 
     # ----- scoring ---------------------------------------------------------------------------------
-    def score(self, contexts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *, full_logits: bool = False) -> Scored:
-        """Log-probs of each completion token given its context (and the logits there, if asked)."""
+    def pack(self, contexts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]) -> Packed:
+        """Context + completion rows, right-padded, with the hidden-state index that predicts each completion token."""
         if len(contexts) != len(completions):
             raise ValueError("contexts and completions differ in length")
         lengths = [len(c) for c in completions]
@@ -136,13 +163,17 @@ class Policy:
             where[i, : len(y)] = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(y))
             mask[i, : len(y)] = True
             targets[i, : len(y)] = torch.tensor(list(y))
-        ids, attn, where, mask, targets = (t.to(self.device) for t in (ids, attn, where, mask, targets))
-        hidden = self.model.get_decoder()(input_ids=ids, attention_mask=attn).last_hidden_state
-        picked = hidden.gather(1, where.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))
-        logits = self.model.get_output_embeddings()(picked).float()
-        logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-        logprobs = logprobs.masked_fill(~mask, 0.0)
-        return Scored(logprobs=logprobs, mask=mask, logits=logits if full_logits else None)
+        return Packed(*(t.to(self.device) for t in (ids, attn, where, mask, targets)))
+
+    def score(self, contexts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *, full_logits: bool = False,
+              scorer: torch.nn.Module | None = None) -> Scored:
+        """Log-probs of each completion token given its context (and the logits there, if asked).
+
+        ``scorer`` is a ``CompletionScorer`` of this policy's model, possibly wrapped by a distributed engine (DDP, FSDP,
+        DeepSpeed through accelerate) so that its forward, hooks and gradient sync run; by default the bare model."""
+        packed = self.pack(contexts, completions)
+        logprobs, logits = (scorer or CompletionScorer(self.model))(packed.ids, packed.attn, packed.where, packed.targets, packed.mask)
+        return Scored(logprobs=logprobs, mask=packed.mask, logits=logits if full_logits else None)
 
     # ----- the initial policy ----------------------------------------------------------------------
     def snapshot_initial(self) -> None:

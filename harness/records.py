@@ -66,6 +66,20 @@ class TrainRecord(_Record):
     failed: int = Field(0, description="interactions of this batch left out of the update: the simulator failed after its retries")
 
 
+class OfflineStepRecord(_Record):
+    """One optimizer step of `hindsight train` (offline SDPO or SFT on logged tuples), in the run's steps.jsonl."""
+
+    kind: Literal["offline"] = "offline"
+    method: Literal["sdpo", "sft"]
+    step: int = Field(description="optimizer steps done after this one (1-based)")
+    epoch: float = Field(description="passes over the tuples so far")
+    tuples: int = Field(description="tuples seen so far")
+    processes: int = Field(description="processes sharing each step (accelerate)")
+    metrics: dict[str, float] = Field(description="loss, grad_norm, lr, answer_tokens, cut_answers, advantage_mean (sdpo), over the global batch")
+    seconds: float
+    skipped: str | None = Field(None, description="why the update was not applied (non-finite loss or gradient)")
+
+
 class EvalRecord(_Record):
     kind: Literal["eval"] = "eval"
     arm: Arm

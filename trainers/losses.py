@@ -9,12 +9,16 @@ from __future__ import annotations
 import torch
 
 
+def per_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B]: mean over each row's valid tokens (0 for a row with none)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
 def sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over valid tokens of each row, then over rows that have any valid token."""
-    mask = mask.to(values.dtype)
-    counts = mask.sum(-1)
-    per_row = (values * mask).sum(-1) / counts.clamp(min=1)
-    valid = counts > 0
+    per_row = per_sequence_mean(values, mask)
+    valid = mask.any(-1)
     return per_row[valid].mean() if valid.any() else values.sum() * 0.0
 
 
@@ -32,6 +36,20 @@ def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adv
     if clip_eps is not None:
         surrogate = torch.minimum(surrogate, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages)
     return sequence_mean(-surrogate, mask)
+
+
+def offline_surrogate(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B]: the off-policy SDPO surrogate per logged answer, −mean_t sg(A_t)·log π_θ(y_t | x, y<t).
+
+    The answer was written by another model, so there is no sampling ratio: the advantage weighs the log-likelihood of
+    the logged token directly. Its gradient equals the online loss's at ratio 1; its value does not (−A·log π, not −A).
+    """
+    return per_sequence_mean(-advantages.detach() * logprobs, mask)
+
+
+def nll(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B]: supervised fine-tuning on the logged answer, −mean_t log π_θ(y_t | x, y<t)."""
+    return per_sequence_mean(-logprobs, mask)
 
 
 def tilted_teacher(student_logits: torch.Tensor, hindsight_logits: torch.Tensor, baseline_logits: torch.Tensor) -> torch.Tensor:
