@@ -3,8 +3,9 @@
 ``results/<run>/state/``
     ``baseline.json``                 written once the untrained model (and oracle) evaluations are all logged
     ``<arm>-s<seed>/latest.json``     the arm's committed state: loop counters and the folder holding the tensors
-    ``<arm>-s<seed>/step-NNNNNN/``    ``tensors.safetensors`` (trainable weights, trainer state, RNG states) and
-                                      ``state.json`` (everything else); folders no pointer names are leftovers
+    ``<arm>-s<seed>/step-NNNNNN/``    ``state.safetensors`` (trainable weights, trainer state, RNG states) and
+                                      ``state.json`` (everything else, harness/state_io.py); folders no pointer names
+                                      are leftovers
 
 A checkpoint is committed by writing its folder (each file fsynced), then replacing ``latest.json`` atomically
 (temp file, fsync, rename, fsync of the folder). A kill at any moment leaves either the old or the new pointer,
@@ -27,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from safetensors.torch import load_file, save_file
 
 from harness.errors import RunError
+from harness.state_io import load_state, save_state
 
 LOGS = ("interactions.jsonl", "metrics.jsonl", "samples.jsonl")
 BASELINE_ARMS = ("initial", "oracle")
@@ -47,39 +48,7 @@ class ArmState(BaseModel):
     folder: str | None = None
 
 
-# ----- nested state <-> safetensors + JSON ------------------------------------------------------------
-def flatten(state: object, prefix: str = "") -> tuple[dict[str, torch.Tensor], object]:
-    """Split a nested dict/list of tensors and JSON values into named tensors and a JSON skeleton that points at them."""
-    if isinstance(state, torch.Tensor):
-        return {prefix: state.detach().contiguous().cpu()}, {"__tensor__": prefix}
-    if isinstance(state, dict):
-        tensors, skeleton = {}, {}
-        for key, value in state.items():
-            t, s = flatten(value, f"{prefix}.{key}" if prefix else str(key))
-            tensors.update(t)
-            skeleton[str(key)] = s
-        return tensors, {"__dict__": skeleton, "__int_keys__": [str(k) for k in state if isinstance(k, int)]}
-    if isinstance(state, (list, tuple)):
-        tensors, items = {}, []
-        for n, value in enumerate(state):
-            t, s = flatten(value, f"{prefix}.{n}")
-            tensors.update(t)
-            items.append(s)
-        return tensors, {"__list__": items}
-    return {}, state
-
-
-def unflatten(skeleton: object, tensors: dict[str, torch.Tensor]) -> object:
-    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
-        return tensors[skeleton["__tensor__"]]
-    if isinstance(skeleton, dict) and "__dict__" in skeleton:
-        ints = set(skeleton["__int_keys__"])
-        return {int(k) if k in ints else k: unflatten(v, tensors) for k, v in skeleton["__dict__"].items()}
-    if isinstance(skeleton, dict) and "__list__" in skeleton:
-        return [unflatten(v, tensors) for v in skeleton["__list__"]]
-    return skeleton
-
-
+# ----- RNG ----------------------------------------------------------------------------------------------
 def rng_state() -> dict:
     """Python, numpy and torch (CPU and every CUDA device) generator states."""
     version, internal, gauss = random.getstate()
@@ -150,11 +119,10 @@ class ArmCheckpoints:
         if target.exists():
             shutil.rmtree(target)  # a leftover of a kill while it was written: never pointed to
         target.mkdir(parents=True)
-        tensors, skeleton = flatten(state)
-        save_file(tensors, str(target / "tensors.safetensors"))
-        with (target / "tensors.safetensors").open("rb+") as handle:
-            os.fsync(handle.fileno())
-        _write_bytes(target / "state.json", json.dumps(skeleton).encode())
+        save_state(target, "state", state)
+        for file in ("state.safetensors", "state.json"):
+            with (target / file).open("rb") as handle:
+                os.fsync(handle.fileno())
         _fsync_dir(target)
         self.commit(arm_state.model_copy(update={"folder": name}))
 
@@ -174,11 +142,9 @@ class ArmCheckpoints:
             raise RunError(f"{self.folder}: the committed state names no folder")
         target = self.folder / arm_state.folder
         try:
-            tensors = load_file(str(target / "tensors.safetensors"))
-            skeleton = json.loads((target / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            return load_state(target, "state")
+        except (OSError, ValueError, KeyError) as exc:
             raise RunError(f"{target}: the committed checkpoint cannot be read ({exc}); the run cannot resume exactly") from None
-        return unflatten(skeleton, tensors)
 
 
 def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.checkpoint import ArmCheckpoints, ArmState, flatten, repair_logs, rng_state, set_rng_state, unflatten
+from harness.checkpoint import ArmCheckpoints, ArmState, repair_logs, rng_state, set_rng_state
 from harness.records import RunInfo
+from harness.state_io import flatten, unflatten
 
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 TINY = [
@@ -52,7 +53,7 @@ def test_nested_state_round_trips_through_safetensors_and_json(tmp_path):
 
 def test_rng_state_restores_every_generator():
     saved = rng_state()
-    tensors, skeleton = flatten(saved)
+    skeleton, tensors = flatten(saved)
     first = (random.random(), np.random.rand(), torch.rand(2).tolist())
     set_rng_state(unflatten(json.loads(json.dumps(skeleton)), tensors))
     assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == first
