@@ -22,13 +22,14 @@ from hypothesis import strategies as st
 
 from harness.cli import run
 from harness.config import RunConfig
+from harness.conversations import load_tuples
 from harness.errors import UserInputError
 from harness.prompts import PromptSettings, load_prompts
 from judges.usereval import load_rows
 from simulators.profile import load_profile_file
 
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
-EXAMPLES = {"loader": 100, "cli": 60, "subprocess": 4}
+EXAMPLES = {"loader": 100, "cli": 60, "subprocess": 4}  # 4 loaders × 100 + 2 × 60 in-process CLI + 4 subprocess runs
 FAST = settings(max_examples=EXAMPLES["loader"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLI = settings(max_examples=EXAMPLES["cli"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FOLDER = Path(tempfile.mkdtemp(prefix="hindsight-fuzz-"))
@@ -120,6 +121,26 @@ def test_usereval_rows(lines, tail):
         load_rows(path)
     except UserInputError as exc:
         one_line_naming(exc, path)
+
+
+turn = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool"]) | values, "content": st.text(max_size=30) | values})
+conversation = st.fixed_dictionaries(
+    {"conversation": st.lists(turn, max_size=6) | values},
+    optional={"user_id": values, "hashed_ip": values, "language": st.sampled_from(["English", "Spanish"]) | values, "timestamp": values},
+)
+
+
+@FAST
+@given(st.lists(conversation.map(json.dumps) | st.text(max_size=40) | values.map(json.dumps), max_size=6), st.binary(max_size=8))
+def test_conversation_logs(lines, tail):
+    """Every record is imported or reported with its line and skipped: nothing in a conversation file stops the import."""
+    path = file_of("\n".join(lines).encode() + tail, "conversations.jsonl")
+    result = load_tuples(str(path))
+    reported = {s.line for s in result.skipped}
+    kept = {c.line for c in result.conversations}
+    assert not reported & kept
+    assert len(reported | kept) == result.records
+    assert all(t.followup.strip() and t.answer.strip() and t.history[0]["role"] == "user" for t in result.tuples)
 
 
 @CLI
