@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ def evaluate_checkpoint(spec: str, suite: Suite, options: EvalOptions, say: Call
     backend = _backend(options.backend)
     model = fingerprint(source)
     keys = [entry_key(e, suite, model, options, backend) for e in suite.entries]
-    store = cache_dir() / "eval"
+    store = Path(os.environ.get("HINDSIGHT_EVAL_CACHE") or cache_dir() / "eval")
     done: dict[int, EntryResult] = {}
     if options.cache:
         for index, key in enumerate(keys):
