@@ -826,7 +826,7 @@ def _eval_table(result) -> Table:
     table = Table(title=f"{result.model} on suite {result.suite}" + (f" (limit {result.limit:g})" if result.limit else "")
                   + f" · {result.cache_hits}/{len(result.entries)} entries from the cache")
     for column, justify in (("entry", "left"), ("metric", "left"), ("value", "right"), ("± se", "right"), ("n", "right"), ("seconds", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=column in ("entry", "metric"))  # type: ignore[arg-type]
     for entry in result.entries:
         for name, m in entry.metrics.items():
             table.add_row(entry.name, name + ("" if m.higher_is_better else " ↓"), f"{m.value:.3f}", "–" if m.stderr is None else f"{m.stderr:.3f}",

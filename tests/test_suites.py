@@ -277,3 +277,20 @@ def test_ifeval_equals_lm_evals_own_cli_run_on_the_same_data_and_model(tiny_eval
     samples = [json.loads(line) for line in next(out.rglob("samples_ifeval_mini_*.jsonl")).read_text().splitlines()]
     theirs = {s["doc_id"]: s["filtered_resps"][0] for s in samples}
     assert {r["doc_id"]: r["response"] for r in ours.details["responses"]["ifeval_mini"]} == theirs
+
+
+def test_punkt_tab_is_written_locally_and_knows_english_abbreviations(tmp_path):
+    import nltk
+    from nltk.tokenize.punkt import PunktSentenceTokenizer, PunktTokenizer
+
+    root = ensure_punkt_tab(tmp_path / "nltk_data")
+    folder = root / "tokenizers" / "punkt_tab" / "english"
+    assert sorted(p.name for p in folder.iterdir()) == ["abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"]
+    text = "Dr. Smith met Mr. Jones at 3 p.m. on Monday. They spoke for an hour! Then both went home."
+    assert str(nltk.data.find("tokenizers/punkt_tab/english/abbrev_types.txt")).startswith(str(root))  # found first on NLTK's path
+    trained = PunktTokenizer("english").tokenize(text)
+    assert trained == ["Dr. Smith met Mr. Jones at 3 p.m. on Monday.", "They spoke for an hour!", "Then both went home."]
+    assert len(PunktSentenceTokenizer().tokenize(text)) > 3  # an untrained splitter breaks after "Dr." and "Mr."
+    from lm_eval.tasks.ifeval.instructions_util import count_sentences  # IFEval's own counter finds the same data
+
+    assert count_sentences(text) == 3
