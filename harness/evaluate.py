@@ -64,7 +64,7 @@ class Evaluator:
         contexts = [policy.encode_chat(policy.messages(p, system=system)) for p in self.prompts]
         params = SamplingParams(max_new_tokens=s.max_new_tokens, temperature=0.0)
         if arm in ("initial", "oracle") and s.cache_untrained:
-            answers = _cached_generate(policy, engine, contexts, params)
+            answers = cached_generate(policy, engine, contexts, params)
         else:
             answers = engine.generate(contexts, params)
         texts = [a.text for a in answers]
@@ -141,7 +141,7 @@ class Evaluator:
         return sum(per_answer) / len(per_answer)
 
 
-def _cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], params: SamplingParams) -> list[Generation]:
+def cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], params: SamplingParams) -> list[Generation]:
     """Greedy answers of an untrained model, cached on disk: same weights file, contexts and settings → same answers."""
     import transformers
 

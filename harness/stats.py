@@ -68,3 +68,47 @@ def bootstrap_ci(scores: Sequence[float | None], resamples: int = 2000, seed: in
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def mean_se(scores: Sequence[float]) -> tuple[float, float | None]:
+    """Mean of per-item scores and its standard error, sd (n − 1) / √n; None for fewer than two items."""
+    n = len(scores)
+    mean = sum(scores) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((s - mean) ** 2 for s in scores) / (n - 1) / n)
+
+
+def delta_se(se_a: float | None, se_b: float | None, paired: tuple[Sequence[float], Sequence[float]] | None = None) -> float | None:
+    """Standard error of mean(b) − mean(a).
+
+    With ``paired`` (both checkpoints' per-item scores on the same items, in the same order): the standard error of the
+    per-item differences, which removes the items' shared difficulty. Otherwise the two means are taken as independent:
+    √(se_a² + se_b²); None when either is unknown.
+    """
+    if paired is not None:
+        a, b = paired
+        if len(a) != len(b):
+            raise ValueError("paired scores differ in length")
+        return mean_se([y - x for x, y in zip(a, b)])[1]
+    if se_a is None or se_b is None:
+        return None
+    return math.sqrt(se_a**2 + se_b**2)
+
+
+def z_critical(confidence: float) -> float:
+    """Two-sided normal quantile: 1.96 for 0.95."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def two_sided_p(delta: float, se: float | None) -> float | None:
+    """Normal-approximation p-value of delta ≠ 0 (0 when se is 0 and delta is not; None without se)."""
+    from statistics import NormalDist
+
+    if se is None:
+        return None
+    if se == 0:
+        return 1.0 if delta == 0 else 0.0
+    return 2 * (1 - NormalDist().cdf(abs(delta) / se))

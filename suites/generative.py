@@ -1,0 +1,131 @@
+"""Entries that judge the checkpoint's own answers: UserEval on a built set, and personalization win rate.
+
+Answers are greedy, under the model's chat template (no system prompt: the template's default), ``max_new_tokens``
+long at most. Per-item scores are 1 (the checkpoint's answer won), 0.5 (tie) and 0 (lost); invalid verdicts are left
+out, so each win rate is the mean of its scores and its standard error is theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.engine import HFEngine, SamplingParams
+from harness.evaluate import cached_generate
+from harness.llm_client import LLMClient, LLMSettings
+from harness.policy import Message, Policy, PolicySettings
+from harness.records import read_rows
+from harness.stats import mean_se
+from judges.base import Verdict
+from suites.results import MetricResult
+from suites.suite import PersonalizationEntry, Suite, UserEvalEntry
+
+SCORE = {"A": 1.0, "tie": 0.5, "B": 0.0}
+
+
+class UserEvalSetRow(BaseModel):
+    """One row of a built UserEval set: the request, the reference response, and optionally the user's history."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | int | None = None
+    prompt: str | list[Message] = Field(min_length=1)
+    reference: str
+    history: list[str | list[Message]] | None = None
+
+
+def answer(policy: Policy, prompts: Sequence[str | Sequence[Message]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """The policy's greedy answers."""
+    contexts = [policy.encode_chat(policy.messages(p) if isinstance(p, str) else list(p)) for p in prompts]
+    return [g.text for g in HFEngine(policy, batch_size=batch_size).generate(contexts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))]
+
+
+def verdict_metric(verdicts: Sequence[Verdict], ids: Sequence[str]) -> MetricResult:
+    """Win rate of A (ties half, invalid left out) with its standard error and per-item scores."""
+    kept = [(i, SCORE[v.winner]) for i, v in zip(ids, verdicts) if v.winner in SCORE]
+    if not kept:
+        return MetricResult(value=float("nan"), stderr=None, n=0)
+    value, se = mean_se([s for _, s in kept])
+    return MetricResult(value=value, stderr=se, n=len(kept), items=[i for i, _ in kept], scores=[s for _, s in kept])
+
+
+def run_usereval(entry: UserEvalEntry, suite: Suite, policy: Policy, backend, *, limit: float | None, batch_size: int) -> tuple[dict[str, MetricResult], dict[str, Any]]:
+    from judges.usereval import UserEval, UserEvalRow
+    from simulators.profile import load_profile
+
+    rows = [row for _, row in read_rows(suite.resolve(entry.data), UserEvalSetRow, "prompt, reference, optional history, optional id")]
+    rows = rows[: _count(limit if limit is not None else entry.limit, len(rows))]
+    responses = answer(policy, [r.prompt for r in rows], entry.max_new_tokens, batch_size)
+    persona = entry.persona or (load_profile(_profile_spec(entry.profile, suite)).description if entry.profile else None)
+    persona_client = None
+    model = entry.persona_model or (entry.judge.llm.model if entry.judge.llm else None)
+    if model and any(r.history for r in rows):
+        llm = entry.judge.llm
+        persona_client = LLMClient(LLMSettings(model=model, api_base=llm.api_base if llm else None, api_key_env=llm.api_key_env if llm else None, max_tokens=200))
+    # without an LLM to summarize histories into personas, the entry's persona stands in for every row
+    keep_history = persona_client is not None or persona is None
+    judged = [UserEvalRow(id=r.id, prompt=r.prompt, response=text, reference=r.reference, history=r.history if keep_history else None)
+              for r, text in zip(rows, responses)]
+    result = UserEval(backend, persona_client).evaluate(judged, persona=persona)
+    ids = [str(r.id if r.id is not None else k) for k, r in enumerate(rows)]
+    metrics = {}
+    for axis in result.axes:
+        scores = [(i, SCORE[row.verdicts[axis]]) for i, row in zip(ids, result.rows) if row.verdicts[axis] in SCORE]
+        value, se = mean_se([s for _, s in scores]) if scores else (float("nan"), None)
+        metrics[axis] = MetricResult(value=value, stderr=se, n=len(scores), items=[i for i, _ in scores], scores=[s for _, s in scores])
+    details = {"judge": result.judge, "axes": {a: r.model_dump() for a, r in result.axes.items()},
+               "rows": [{"id": i, "response": text, **row.model_dump(exclude={"id"})} for i, text, row in zip(ids, responses, result.rows)]}
+    return metrics, details
+
+
+def run_personalization(entry: PersonalizationEntry, suite: Suite, policy: Policy, *, limit: float | None, batch_size: int, device: str) -> tuple[dict[str, MetricResult], dict[str, Any]]:
+    from harness.prompts import PromptSettings, load_prompts
+    from judges import build_judge
+    from judges.base import Pair
+    from simulators.profile import load_profile
+
+    profile = load_profile(_profile_spec(entry.profile, suite))
+    source = entry.prompts if entry.prompts == "builtin" or entry.prompts.startswith("hf:") else str(suite.resolve(entry.prompts))
+    prompts = list(load_prompts(PromptSettings(source=source, eval_prompts=entry.n)).heldout)
+    prompts = prompts[: _count(limit, len(prompts))]
+    answers = answer(policy, prompts, entry.max_new_tokens, batch_size)
+    reference = Policy.load(PolicySettings(model=entry.reference, device=device))  # type: ignore[arg-type]
+    reference.model.eval().requires_grad_(False)
+    contexts = [reference.encode_chat(reference.messages(p)) for p in prompts]
+    against = [g.text for g in cached_generate(reference, HFEngine(reference, batch_size=batch_size), contexts,
+                                               SamplingParams(max_new_tokens=entry.max_new_tokens, temperature=0.0))]
+    del reference
+    judge = build_judge(entry.judge, profile, device)
+    assert judge is not None, "a personalization entry needs a judge"
+    verdicts = judge.compare([Pair(p, a, b) for p, a, b in zip(prompts, answers, against)], persona=profile.description)
+    ids = [str(k) for k in range(len(prompts))]
+    compliant = [0.0 if profile.failures(a) else 1.0 for a in answers]
+    value, se = mean_se(compliant)
+    metrics = {"win_rate": verdict_metric(verdicts, ids),
+               "compliance": MetricResult(value=value, stderr=se, n=len(compliant), items=ids, scores=compliant)}
+    details = {"judge": judge.name, "reference": entry.reference, "profile": profile.name,
+               "rows": [{"prompt": p, "answer": a, "reference_answer": b, "verdict": v.winner, "raw": list(v.raw)}
+                        for p, a, b, v in zip(prompts, answers, against, verdicts)]}
+    return metrics, details
+
+
+def _count(limit: float | None, total: int) -> int:
+    if limit is None:
+        return total
+    return max(1, min(total, int(limit) if limit >= 1 else round(limit * total)))
+
+
+def _profile_spec(spec: str, suite: Suite) -> str:
+    """A profile name stays a name; a path is taken relative to the suite file."""
+    return str(suite.resolve(spec)) if spec.endswith((".yaml", ".yml")) or "/" in spec else spec
+
+
+def judge_backend(settings, device: str):
+    """A judge backend (LLM or local model) from JudgeSettings of kind llm or local."""
+    from judges import local_backend
+    from judges.backends import LiteLLMBackend
+
+    if settings.kind == "llm":
+        return LiteLLMBackend(LLMClient(settings.llm))
+    return local_backend(settings.model, device)
