@@ -194,8 +194,8 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     evaluator = Evaluator(preferences, prompts.heldout, config.eval, Embedder(device=policy.device))
     evaluator.set_reference(job.reference)
     pool = load_pool(config.neutral_pool)
-    simulator = build_simulator(config.simulator) if arm == "treated" else NeutralSimulator(pool, salt=f"control-{seed}")
-    trainer = SDPOTrainer(policy, config.trainer, seed=seed, neutral_pool=pool)
+    simulator = build_simulator(config.simulator) if arm != "control" else NeutralSimulator(pool, salt=f"control-{seed}")
+    trainer = SDPOTrainer(policy, config.trainer_for(arm), seed=seed, neutral_pool=pool)
     params = SamplingParams(**config.generation.model_dump())
     total = config.interactions
     failures = 0
@@ -250,7 +250,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             if keep and (config.max_kl is not None or done == total):  # under max_kl, every evaluation within the limit is kept
                 policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
                 kept = done
-    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
+    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=[trainer.guard])
     sink({"type": "done", "arm": arm, "seed": seed})
 
 
@@ -267,7 +267,7 @@ def _interaction_record(arm: str, seed: int, step: int, interaction: Interaction
     return InteractionRecord(
         arm=arm, seed=seed, index=interaction.index, step=step, prompt=interaction.prompt, response=interaction.response.text,
         response_tokens=len(interaction.response.token_ids), finished=interaction.response.finished, followup=followup.text,
-        followup_raw=followup.raw, satisfied=followup.satisfied, advantage=summary, profile=profile, failed=followup.failed,
+        followup_raw=followup.raw, satisfied=followup.satisfied, advantage=summary, profile=profile, failed=followup.failed, guard=interaction.guard,
     )
 
 
