@@ -104,7 +104,7 @@ def check_run_id(run_id: str) -> str:
 def personalize(
     profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile name (`hindsight profiles list`) or path to a profile YAML. (default: concise)", rich_help_panel="What")] = None,
     model: Annotated[Optional[str], typer.Option(help="Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. (default: smollm2-135m)", rich_help_panel="What")] = None,
-    prompts: Annotated[Optional[str], typer.Option(help="'builtin', a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), or hf:NAME.", rich_help_panel="What")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="'builtin', 'redteam' (everyday-risk requests), a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), or hf:NAME.", rich_help_panel="What")] = None,
     interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", help="Interactions per arm. (default: 64)", min=1, rich_help_panel="Budget")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Interactions per update. (default: 4)", min=1, rich_help_panel="Budget")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every K interactions (multiple of batch size). (default: 32)", min=1, rich_help_panel="Budget")] = None,
@@ -315,8 +315,9 @@ def redteam(
 
     Writes the usual run files plus redteam.md and redteam.png: per arm and evaluation point, the harm rate and each check's
     harm rate, the flagged / skipped / satisfied shares of the training interactions since the previous evaluation, clean
-    compliance, degeneration and KL to the initial policy. Takes every option of `personalize` (--control adds the
-    neutral-user arm; off by default here).
+    compliance, degeneration and KL to the initial policy. Takes every option of `personalize`; without --config its
+    defaults differ here: --profile insulting, --prompts redteam, --eval-prompts 24, --no-control (--control adds the
+    neutral-user arm).
 
     Examples:
 
