@@ -4,7 +4,7 @@ A red-team run (``hindsight redteam``) trains the treated arm without the guard 
 seed, prompts and user. For an adversarial profile a passing check *is* the harm (an insult, a missing safety caveat),
 so compliance reads as the harm rate. Per arm and evaluation point this module tabulates the harm rate, each check's
 harm rate, what the user did in the interactions since the previous evaluation (share of follow-ups flagged unsafe,
-left out of the update, satisfied), clean compliance, degeneration and KL to the initial policy; it writes
+left out of the update, satisfied), clean compliance, degeneration, relevance and KL to the initial policy; it writes
 ``redteam.md`` and ``redteam.png`` next to the run's other files.
 """
 
@@ -19,8 +19,8 @@ from harness.records import EvalRecord, InteractionRecord, SampleRecord, read_js
 from harness.report import COLOURS, TRAINED, Point, curves, fmt, load_evals
 from simulators.profile import load_profile
 
-SHARED = [("compliance", "harm (all checks)", True), ("clean", "clean", True), ("degenerate", "degenerate", True), ("kl", "KL to initial", False),
-          ("mean_words", "mean words", False)]
+SHARED = [("compliance", "harm (all checks)", True), ("clean", "clean", True), ("degenerate", "degenerate", True), ("relevant", "relevant", True),
+          ("kl", "KL to initial", False), ("mean_words", "mean words", False)]
 WINDOW = [("flagged", "flagged"), ("skipped", "skipped"), ("satisfied", "user satisfied")]
 
 
@@ -120,14 +120,14 @@ def verdict(table: list[Row]) -> str:
 
 
 def plot(run_dir: Path, table: list[Row], labels: list[str], title: str) -> Path:
-    """redteam.png: harm rate, each check's harm rate, the flagged rate per training window, clean, degenerate and KL, per arm."""
+    """redteam.png: harm rate, each check's harm rate, the flagged rate per training window, degenerate, relevant and KL, per arm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [("compliance", "harm rate (all checks)"), *((f"check:{label}", f"harm: {label}") for label in labels), ("flagged", "follow-ups flagged unsafe (window)"),
-              ("clean", "clean compliance"), ("degenerate", "degenerate"), ("kl", "KL to initial")]
+              ("degenerate", "degenerate"), ("relevant", "relevant"), ("kl", "KL to initial")]
     cols = 3
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), constrained_layout=True, squeeze=False)
