@@ -105,7 +105,7 @@ def check_run_id(run_id: str) -> str:
 def personalize(
     profile: Annotated[Optional[str], typer.Option("--profile", "-p", help="Profile name (`hindsight profiles list`) or path to a profile YAML. (default: concise)", rich_help_panel="What")] = None,
     model: Annotated[Optional[str], typer.Option(help="Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. (default: smollm2-135m)", rich_help_panel="What")] = None,
-    prompts: Annotated[Optional[str], typer.Option(help="'builtin', a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), or hf:NAME.", rich_help_panel="What")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="'builtin', 'redteam' (everyday-risk requests), a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), or hf:NAME.", rich_help_panel="What")] = None,
     interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", help="Interactions per arm. (default: 64)", min=1, rich_help_panel="Budget")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Interactions per update. (default: 4)", min=1, rich_help_panel="Budget")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every K interactions (multiple of batch size). (default: 32)", min=1, rich_help_panel="Budget")] = None,
@@ -290,6 +290,8 @@ def _validate(data: dict, config: Path | None) -> RunConfig:
 
 
 def _kind(config: RunConfig) -> str:
+    if config.redteam is not None:
+        return f"{config.method}-redteam"
     return f"{config.method}-flip" if config.flip_at is not None else f"{config.method}-continual" if config.continual else config.method
 
 
@@ -327,6 +329,64 @@ def flip(
     if options["resume"] is not None and flip_at is not None:
         raise UserInputError("--resume continues a run with its own config.yaml; leave out --flip-at")
     _launch(options, lambda c: {"flip_at": flip_at or c.flip_at or c.interactions // 2 // c.batch_size * c.batch_size})
+
+
+@app.command(rich_help_panel="Experiments")
+@_with_personalize_options
+def redteam(
+    guard: Annotated[Optional[str], typer.Option(help="The guarded arm's update guard: principles (the hindsight prompt states safety principles: follow the user's style wishes only where safe and respectful), skip_flagged (follow-ups flagged unsafe are left out of the update) or both. (default: both)", rich_help_panel="Red team")] = None,
+    flagger: Annotated[Optional[str], typer.Option(help="Who flags unsafe follow-ups, in both arms (the unguarded arm only records the flags): rules (offline phrase rules), llm (any litellm model), local (a local model's SAFE/UNSAFE probabilities). (default: rules)", rich_help_panel="Red team")] = None,
+    flagger_model: Annotated[Optional[str], typer.Option(help="For --flagger llm: a litellm model ('openai/NAME' with --flagger-api-base); for local: a model spec. Giving it without --flagger means llm.", rich_help_panel="Red team")] = None,
+    flagger_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --flagger llm, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="Red team")] = None,
+    flagger_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the flagger's API key (never stored).", rich_help_panel="Red team")] = None,
+    **options: Any,
+) -> None:
+    """Red team: how far does an adversarial user steer the policy, with and without the update guard?
+
+    Trains two arms side by side with the same seed, prompts and user: [bold]treated[/bold] learns from every follow-up,
+    [bold]guarded[/bold] runs the update guard (--guard). The user is an adversarial profile (default: insulting, who
+    pushes for insults; reckless pushes to drop safety warnings; `hindsight profiles list` shows them apart), whose checks
+    pass when an answer shows the harm, so compliance reads as the harm rate. The prompts default to the built-in red-team
+    set (everyday-risk requests: chemicals, driving, medication, power tools; 24 held out). Every follow-up is flagged by the
+    safety flagger in both arms, so the run log shows how often the user pushed (interactions.jsonl: guard).
+
+    Writes the usual run files plus redteam.md and redteam.png: per arm and evaluation point, the harm rate and each check's
+    harm rate, the flagged / skipped / satisfied shares of the training interactions since the previous evaluation, clean
+    compliance, degeneration and KL to the initial policy. Takes every option of `personalize`; without --config its
+    defaults differ here: --profile insulting, --prompts redteam, --eval-prompts 24, --no-control (--control adds the
+    neutral-user arm).
+
+    Examples:
+
+      hindsight redteam -n 64                                   # insulting user, guard both
+
+      hindsight redteam --profile reckless --guard skip_flagged --seeds 3
+
+      hindsight redteam --flagger-model openai/gpt-4o-mini --flagger-api-key-env OPENAI_API_KEY
+    """
+    if guard is not None and guard not in ("principles", "skip_flagged", "both"):
+        raise UserInputError(f"--guard {guard}: use principles, skip_flagged or both")
+    if flagger is not None and flagger not in ("rules", "llm", "local"):
+        raise UserInputError(f"--flagger {flagger}: use rules, llm or local")
+    fresh = options["config"] is None
+    defaults = {"profile": "insulting", "prompts": "redteam", "control": False}
+    for name, value in defaults.items():
+        if fresh and options[name] is None:
+            options[name] = value
+    if fresh and options["eval_prompts"] is None and options["prompts"] == "redteam":
+        options["eval_prompts"] = 24  # every held-out prompt of the red-team set
+
+    def adjust(c: RunConfig) -> dict[str, Any]:
+        settings = c.trainer.guard.model_dump(mode="json")
+        kind = flagger or ("llm" if flagger_model or flagger_api_base or flagger_api_key_env else None)
+        if kind is not None:
+            llm = {"model": flagger_model or "openai/local", "api_base": flagger_api_base, "api_key_env": flagger_api_key_env}
+            settings.update(flagger=kind, llm={k: v for k, v in llm.items() if v is not None} if kind == "llm" else None,
+                            model=(flagger_model or "smollm2-135m") if kind == "local" else None)
+        trainer = {**c.trainer.model_dump(mode="json"), "guard": settings}
+        return {"redteam": {"guard": guard or (c.redteam.guard if c.redteam else "both")}, "trainer": trainer}
+
+    _launch(options, adjust)
 
 
 class LiveProgress:
@@ -474,9 +534,16 @@ def show(run: Annotated[str, typer.Argument(help="Run id (folder under results/)
         console.print(table)
         console.print(verdict(evals), highlight=False)
     console.print(side_effects(groups[0][1]), highlight=False)
+    if yaml.safe_load((folder / "config.yaml").read_text()).get("redteam"):
+        from harness.redteam import rows, table_lines
+        from harness.redteam import verdict as redteam_verdict
+
+        table, labels = rows(folder)
+        console.print(f"[bold]red team[/bold]: {redteam_verdict(table)}", highlight=False)
+        console.print("\n".join(table_lines(table, labels)), highlight=False, markup=False, soft_wrap=True)
     if info and info.status != "finished":
         console.print(f"[yellow]not finished ({info.status}):[/yellow] `hindsight personalize --resume {folder.name}` continues it from its last checkpoints")
-    for name in ("curve.png", "summary.md", "interactions.jsonl"):
+    for name in ("curve.png", "summary.md", "redteam.md", "redteam.png", "interactions.jsonl"):
         if (folder / name).exists():
             console.print(f"  {folder / name}", highlight=False)
 
@@ -498,7 +565,7 @@ def compare(
     for folder, config in zip(folders, configs):
         for name, evals in by_preference(load_evals(folder)):
             for arm, x, cells in final_table(evals):
-                if arm in ("treated", "control"):
+                if arm in ("treated", "guarded", "control"):
                     tag = f"{arm} · {name}" if name else arm
                     rows.append([folder.name, *(str(config.get(k, "–")) for k in differ), tag, str(x), *(cells.get(f, "–") for f, _, _ in METRICS)])
     if markdown:
@@ -948,16 +1015,23 @@ class TrainProgress:
 # ----------------------------------------------------------------------------------------------------------
 @profiles_app.command("list")
 def profiles_list() -> None:
-    """Every known profile (first match on the search path wins), with its checks and opposite."""
+    """Every known profile (first match on the search path wins), with its checks and opposite; adversarial ones (users who
+    push toward harm, for `hindsight redteam` only) in a table of their own."""
     from simulators.profile import available_profiles, load_profile_file, search_path
 
-    table = Table(title="profiles (search path: " + ", ".join(str(p) for p in search_path()) + ")")
-    for column in ("name", "opposite", "checks", "file"):
-        table.add_column(column, overflow="fold")
-    for name, path in available_profiles().items():
-        profile = load_profile_file(path)
-        table.add_row(name, profile.opposite or "–", "; ".join(c.describe() for c in profile.checks) or "– (LLM users only)", str(path))
-    console.print(table)
+    profiles = [(load_profile_file(path), path) for path in available_profiles().values()]
+    titles = {False: "profiles (search path: " + ", ".join(str(p) for p in search_path()) + ")",
+              True: "adversarial profiles (red-teaming only: `hindsight redteam`; a passing check is the harm)"}
+    for adversarial, title in titles.items():
+        chosen = [(p, path) for p, path in profiles if p.adversarial == adversarial]
+        if not chosen:
+            continue
+        table = Table(title=title)
+        for column in ("name", "opposite", "checks", "file"):
+            table.add_column(column, overflow="fold")
+        for profile, path in chosen:
+            table.add_row(profile.name, profile.opposite or "–", "; ".join(c.describe() for c in profile.checks) or "– (LLM users only)", str(path))
+        console.print(table)
 
 
 @profiles_app.command("show")
@@ -966,7 +1040,8 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path
     from simulators.profile import load_profile
 
     profile = load_profile(name)
-    console.print(f"[bold]{profile.name}[/bold]" + (f"  (opposite: {profile.opposite})" if profile.opposite else ""))
+    console.print(f"[bold]{profile.name}[/bold]" + (f"  (opposite: {profile.opposite})" if profile.opposite else "")
+                  + ("  [red]adversarial: red-teaming only (`hindsight redteam`)[/red]" if profile.adversarial else ""))
     console.print(profile.description, highlight=False)
     for check in profile.checks:
         console.print(f"\n[cyan]{check.describe()}[/cyan]")
@@ -987,7 +1062,7 @@ def profiles_validate(paths: Annotated[list[Path], typer.Argument(help="Profile 
         profile = load_profile_file(path)
         if profile.opposite and profile.opposite not in known:
             raise UserInputError(f"opposite '{profile.opposite}' is not a known profile", path=path, field="opposite")
-        console.print(f"[green]ok[/green] {path} ({profile.name}, {len(profile.checks)} checks)")
+        console.print(f"[green]ok[/green] {path} ({profile.name}, {len(profile.checks)} checks{', adversarial' if profile.adversarial else ''})")
 
 
 # ----------------------------------------------------------------------------------------------------------

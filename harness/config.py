@@ -12,6 +12,7 @@ from harness.llm_client import LLMSettings
 from harness.policy import PolicySettings
 from harness.prompts import PromptSettings
 from harness.yamlio import load_model_file
+from trainers.guard import GuardMode
 from trainers.sdpo import SDPOConfig
 
 CONFIG_VERSION = 1
@@ -95,6 +96,14 @@ class ContinualSettings(BaseModel):
     stage: int = Field(ge=1, description="interactions between additions (a multiple of batch_size)")
 
 
+class RedteamSettings(BaseModel):
+    """hindsight redteam: beside the treated arm (trained with trainer.guard, normally mode none) a ``guarded`` arm, identical
+    (same seed, prompts, user and flagger) but for the guard mode."""
+
+    model_config = ConfigDict(extra="forbid")
+    guard: GuardMode = Field("both", description="the guarded arm's guard mode: principles, skip_flagged or both")
+
+
 class RunConfig(BaseModel):
     """One personalization experiment: the treated arm, and optionally its control and the in-context oracle, per seed."""
 
@@ -111,6 +120,7 @@ class RunConfig(BaseModel):
     flip_at: int | None = Field(None, ge=1, description="hindsight flip: the user holds the profile's opposite from this interaction on (a multiple "
                                 "of batch_size); every evaluation scores both")
     continual: ContinualSettings | None = Field(None, description="hindsight continual: preferences added one after another; every evaluation scores each")
+    redteam: RedteamSettings | None = Field(None, description="hindsight redteam: also train a 'guarded' arm with the update guard on (needed for adversarial profiles)")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default)")
     jobs: int = Field(2, ge=1, description="arms run in parallel processes")
     checkpoint_every: int | None = Field(16, ge=1, description="commit each arm's full training state (weights, optimizer, RNG, loop counters) at the "
@@ -138,6 +148,14 @@ class RunConfig(BaseModel):
             raise ValueError("max_kl needs the KL measured: eval.kl_prompts must be at least 1")
         if self.flip_at is not None and self.continual is not None:
             raise ValueError("a run either flips (flip_at) or adds preferences (continual), not both")
+        if self.redteam is not None:
+            if self.changes():
+                raise ValueError("a red-team run has one user throughout: no flip_at or continual")
+            if self.redteam.guard == "none" or self.trainer.guard.mode != "none":
+                raise ValueError("a red-team run compares the unguarded treated arm (trainer.guard.mode none) with the guarded arm (redteam.guard: "
+                                 "principles, skip_flagged or both)")
+            if self.redteam.guard in ("skip_flagged", "both") and self.trainer.guard.flagger == "off":
+                raise ValueError(f"redteam.guard {self.redteam.guard} leaves out flagged follow-ups: trainer.guard.flagger must not be off")
         for change in self.changes():
             if change % self.batch_size or change >= self.interactions:
                 raise ValueError(f"the user changes at interaction {change}: it must be a multiple of batch_size ({self.batch_size}) "
@@ -163,8 +181,14 @@ class RunConfig(BaseModel):
 
     def arms(self) -> list[tuple[str, int]]:
         """(arm, seed) pairs that train."""
-        names = ["treated", "control"] if self.control else ["treated"]
+        names = ["treated", *(["guarded"] if self.redteam else []), *(["control"] if self.control else [])]
         return [(arm, self.seed + k) for k in range(self.seeds) for arm in names]
+
+    def trainer_for(self, arm: str) -> SDPOConfig:
+        """The trainer settings of an arm: the guarded arm's guard mode is redteam.guard, every other arm's is trainer.guard's."""
+        if arm != "guarded" or self.redteam is None:
+            return self.trainer
+        return self.trainer.model_copy(update={"guard": self.trainer.guard.model_copy(update={"mode": self.redteam.guard})})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -72,7 +72,7 @@ class Evaluator:
         prompt_sim = (vectors * self.prompt_vectors).sum(-1).tolist()
         ref_sim = (vectors * self.reference_vectors).sum(-1).tolist() if self.reference_vectors is not None else [1.0] * len(texts)
         kl = None  # the oracle's prompt differs from the policy's, so its drift is not measured
-        if s.kl_prompts and arm in ("treated", "control"):
+        if s.kl_prompts and arm in ("treated", "guarded", "control"):
             kl = self._kl(policy, contexts[: s.kl_prompts], answers[: s.kl_prompts])
         elif arm == "initial":
             kl = 0.0

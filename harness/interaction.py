@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from harness.engine import Generation
 from harness.policy import Message
+from harness.records import GuardDecision
 from simulators.base import Followup
 
 
@@ -17,6 +18,7 @@ class Interaction:
     context_ids: list[int]  # ``messages`` rendered by the chat template
     response: Generation
     followup: Followup
+    guard: GuardDecision | None = None  # the update guard's decision, set by the trainer and recorded in the run log
 
     def conversation(self) -> list[Message]:
         return [*self.messages, {"role": "assistant", "content": self.response.text}]

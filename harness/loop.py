@@ -238,8 +238,8 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     evaluator = Evaluator(preferences, prompts.heldout, config.eval, Embedder(device=policy.device))
     evaluator.set_reference(job.reference)
     pool = load_pool(config.neutral_pool)
-    simulator = build_simulator(config.simulator) if arm == "treated" else NeutralSimulator(pool, salt=f"control-{seed}")
-    trainer = SDPOTrainer(policy, config.trainer, seed=seed, neutral_pool=pool)
+    simulator = build_simulator(config.simulator) if arm != "control" else NeutralSimulator(pool, salt=f"control-{seed}")
+    trainer = SDPOTrainer(policy, config.trainer_for(arm), seed=seed, neutral_pool=pool)
     params = SamplingParams(**config.generation.model_dump())
     total = config.interactions
     keep = arm == "treated" and config.save_checkpoint
@@ -273,7 +273,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             for interaction in failed:
                 append_jsonl(run_dir / "interactions.jsonl", _interaction_record(arm, seed, step, interaction, {}, profile))
             limit = "--fail-fast" if config.fail_budget == 0 else f"fail_budget {config.fail_budget}"
-            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
+            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=[trainer.guard])
             raise RunError(f"{arm} s{seed} stopped at interaction {failed[-1].index}: {failures} simulator calls failed after their retries "
                            f"({limit}); last: {failed[-1].followup.failed}")
         trained = [i for i in batch if i.followup.failed is None]
@@ -309,7 +309,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             state = ArmState(step=step, done=done, failures=failures, kept=kept)
             checkpoints.save(state, {"weights": trainable_weights(policy.model), "trainer": trainer.state_dict(), "rng": rng_state()})
     checkpoints.finish(ArmState(step=last[0], done=last[1], failures=failures, kept=kept))
-    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
+    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=[trainer.guard])
     sink({"type": "done", "arm": arm, "seed": seed})
 
 
@@ -326,7 +326,7 @@ def _interaction_record(arm: str, seed: int, step: int, interaction: Interaction
     return InteractionRecord(
         arm=arm, seed=seed, index=interaction.index, step=step, prompt=interaction.prompt, response=interaction.response.text,
         response_tokens=len(interaction.response.token_ids), finished=interaction.response.finished, followup=followup.text,
-        followup_raw=followup.raw, satisfied=followup.satisfied, advantage=summary, profile=profile, failed=followup.failed,
+        followup_raw=followup.raw, satisfied=followup.satisfied, advantage=summary, profile=profile, failed=followup.failed, guard=interaction.guard,
     )
 
 

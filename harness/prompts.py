@@ -1,4 +1,8 @@
-"""Prompt sets: the built-in general set, a JSONL file, or a Hugging Face ``datasets`` name.
+"""Prompt sets: the built-in general set, the built-in red-team set, a JSONL file, or a Hugging Face ``datasets`` name.
+
+The red-team set (``redteam``) holds everyday requests where an answer can be careless: cleaning chemicals, driving,
+medication doses, power tools, electrics, ladders, the outdoors, the kitchen (64 prompts, 24 held out, every
+category in the first 8 held-out ones). ``hindsight redteam`` uses it by default.
 
 Every set has a fixed train / held-out split. Training draws prompts by a seeded permutation per epoch
 (stateless: the i-th interaction's prompt is a function of the seed and i alone, so a resumed run draws the
@@ -17,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.errors import UserInputError, read_text
 
 BUILTIN = Path(__file__).parent / "data" / "prompts.jsonl"
+BUILTIN_SETS = {"builtin": BUILTIN, "redteam": Path(__file__).parent / "data" / "redteam_prompts.jsonl"}
 HF_COLUMNS = ("prompt", "instruction", "question", "query", "text", "content")
 
 
 class PromptSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = Field("builtin", description="'builtin', a .jsonl file of {\"prompt\": ...}, or 'hf:NAME' (needs `datasets`)")
+    source: str = Field("builtin", description="'builtin', 'redteam' (everyday-risk requests), a .jsonl file of {\"prompt\": ...}, or 'hf:NAME' (needs `datasets`)")
     eval_prompts: int = Field(32, ge=1, description="held-out prompts scored at each evaluation")
 
 
@@ -41,8 +46,8 @@ class PromptSet:
 
 def load_prompts(settings: PromptSettings) -> PromptSet:
     source = settings.source
-    if source == "builtin":
-        prompts = _read_jsonl(BUILTIN)
+    if source in BUILTIN_SETS:
+        prompts = _read_jsonl(BUILTIN_SETS[source])
     elif source.startswith("hf:"):
         prompts = _read_hf(source[3:])
     else:

@@ -29,12 +29,23 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 Row = TypeVar("Row", bound=BaseModel)
-Arm = Literal["treated", "control", "initial", "oracle"]
+Arm = Literal["treated", "guarded", "control", "initial", "oracle"]  # guarded: hindsight redteam's arm with the update guard on
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class GuardDecision(BaseModel):
+    """What the update guard made of one follow-up (trainers/guard.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    flagged: bool = Field(description="the safety flagger judged the follow-up to push toward harm")
+    reasons: list[str] = Field(default_factory=list, description="the flagger's reasons: rule categories, or the judge's verdict")
+    skipped: bool = Field(False, description="left out of the update because it was flagged (guard skip_flagged or both)")
+    flagger: str = Field(description="which flagger decided")
+    raw: str | None = Field(None, description="the judge's text, for an LLM or local flagger")
 
 
 class InteractionRecord(_Record):
@@ -52,6 +63,7 @@ class InteractionRecord(_Record):
     profile: str | None = Field(None, description="the user's profile at this interaction, when it changes during the run (flip, continual)")
     advantage: dict = Field(default_factory=dict, description="per-token advantage summary (mean/min/max, extreme tokens)")
     failed: str | None = Field(None, description="why the simulator gave no follow-up (its LLM still failing after retries); left out of the update")
+    guard: GuardDecision | None = Field(None, description="the update guard's decision on the follow-up (None: no flagger ran)")
 
 
 class TrainRecord(_Record):

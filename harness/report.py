@@ -21,7 +21,8 @@ METRICS = [
     ("mean_words", "mean words", False),
     ("kl", "KL to initial", False),
 ]
-COLOURS = {"treated": "#1f77b4", "control": "#ff7f0e", "oracle": "#2ca02c", "initial": "#555555"}
+COLOURS = {"treated": "#1f77b4", "guarded": "#9467bd", "control": "#ff7f0e", "oracle": "#2ca02c", "initial": "#555555"}
+TRAINED = ("treated", "guarded", "control")  # arms that train (guarded: hindsight redteam's arm with the update guard)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]  # one per preference in flip and continual runs
 PREFERENCE_FIELDS = {"win_rate", "clean", "compliance"}  # the metrics that depend on the preference scored
 
@@ -52,7 +53,7 @@ def curves(evals: list[EvalRecord], field: str, share: bool) -> dict[str, list[P
     initial = by_arm.get("initial", {}).get(0, [])
     out: dict[str, list[Point]] = {}
     for arm, points in by_arm.items():
-        if arm in ("treated", "control") and initial:
+        if arm in TRAINED and initial:
             points = {0: initial, **points}
         out[arm] = [_point(x, points[x], field, share) for x in sorted(points)]
     return out
@@ -144,7 +145,7 @@ def fmt(point: Point, share: bool) -> str:
 def final_table(evals: list[EvalRecord]) -> list[tuple[str, int, dict[str, str]]]:
     """One row per arm at its last evaluation: (arm, interactions, {field: 'mean [low, high]'})."""
     rows = []
-    for arm in ("initial", "oracle", "treated", "control"):
+    for arm in ("initial", "oracle", *TRAINED):
         cells, x = {}, 0
         for field, _, share in METRICS:
             series = curves(evals, field, share).get(arm)
@@ -176,7 +177,7 @@ def side_effects(evals: list[EvalRecord]) -> str:
     if "initial" not in series:
         return ""
     base = series["initial"][0].mean
-    parts = [f"{arm} {series[arm][-1].mean:.2f} ({100 * (series[arm][-1].mean - base):+.0f} points)" for arm in ("treated", "control") if arm in series]
+    parts = [f"{arm} {series[arm][-1].mean:.2f} ({100 * (series[arm][-1].mean - base):+.0f} points)" for arm in TRAINED if arm in series]
     return f"degenerate answers: untrained {base:.2f}, " + ", ".join(parts) if parts else ""
 
 
@@ -205,6 +206,10 @@ def write_report(run_dir: Path) -> Path:
         info = RunInfo.model_validate_json(info_path.read_text())
         lines += ["", f"Run started {info.created}; versions: " + ", ".join(f"{k} {v}" for k, v in info.versions.items()) + "."]
         lines += [f"LLM {role}: {u.describe()}." for role, u in (info.llm_usage or {}).items()]
+    if config.redteam is not None:
+        from harness.redteam import write_redteam_report
+
+        lines += ["", f"Red-team report (drift toward the user, with and without the guard): [{write_redteam_report(run_dir).name}](redteam.md)."]
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -230,7 +235,7 @@ def table_lines(evals: list[EvalRecord]) -> list[str]:
 def over_time(evals: list[EvalRecord], field: str) -> list[str]:
     """A markdown table of one share per evaluation point for the trained arms (the oracle's value in the header)."""
     series = curves(evals, field, True)
-    arms = [a for a in ("treated", "control") if a in series]
+    arms = [a for a in TRAINED if a in series]
     if not arms:
         return ["(not measured)"]
     lines = [f"oracle: {fmt(series['oracle'][0], True)}", ""] if "oracle" in series else []
@@ -251,7 +256,7 @@ def _examples(run_dir: Path, config: RunConfig, preference: str | None, count: i
     lines = []
     for prompt in prompts:
         lines += [f"**Prompt:** {prompt}", ""]
-        for arm in ("initial", "oracle", "treated", "control"):
+        for arm in ("initial", "oracle", *TRAINED):
             match = next((s for s in samples if s.arm == arm and s.prompt == prompt and s.seed == config.seed and s.interactions == last.get(arm)), None)
             if match:
                 flags = ", ".join(match.failed_checks + match.degeneration) or ("clean" if match.clean else "not relevant")

@@ -2,7 +2,8 @@
 
 Plain personalization: one profile throughout, scored alone. A flip (``flip_at``): the profile, then its
 ``opposite``; both are scored at every evaluation. Continual (``continual``): at stage k the user holds the first k
-preferences at once (the union of their checks); each preference is scored on its own.
+preferences at once (the union of their checks); each preference is scored on its own. An adversarial profile runs
+only in a red-team run (``redteam``), never by accident.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class Schedule:
 
 
 def build_schedule(config: RunConfig) -> Schedule:
+    schedule = _schedule(config)
+    adversarial = [p.name for _, p in schedule.stages if p.adversarial] + [p.name for p in schedule.scored if p.adversarial]
+    if adversarial and config.redteam is None:
+        raise UserInputError(f"profile '{adversarial[0]}' is adversarial (a user who pushes toward harm): it runs only under `hindsight redteam`, "
+                             "which trains an unguarded and a guarded arm side by side")
+    return schedule
+
+
+def _schedule(config: RunConfig) -> Schedule:
     base = load_profile(config.profile)
     if config.flip_at is not None:
         if not base.opposite:

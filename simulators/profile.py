@@ -2,7 +2,9 @@
 
 A profile has a ``name``, a ``description`` (the persona text that LLM simulators and judges see), an optional
 ``opposite`` (for preference flips), optional machine-checkable ``checks`` (each with what a scripted user says
-when the check fails) and ``satisfied`` (what the user says when every check passes).
+when the check fails) and ``satisfied`` (what the user says when every check passes). An ``adversarial`` profile
+is a user who pushes the model toward harm: its checks pass when an answer shows the harm, and it only runs
+under ``hindsight redteam``.
 
 Where profiles are found, first match wins: a path given to ``--profile``; folders in ``$HINDSIGHT_PROFILES``
 (separated by ``:``); ``./profiles/`` in the working directory; the built-in ``simulators/profiles/``.
@@ -72,6 +74,7 @@ def pick(options: list[str], key: str) -> str:
 class _CheckBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
     followup: list[str] = Field(min_length=1, description="what a scripted user says when the check fails")
+    label: str | None = Field(None, min_length=1, description="a short name for reports (default: the check spelled out)")
 
     @field_validator("followup", mode="before")
     @classmethod
@@ -93,7 +96,7 @@ class CountCheck(_CheckBase):
         return count <= self.value if self.kind.startswith("max") else count >= self.value
 
     def describe(self) -> str:
-        return f"{'at most' if self.kind.startswith('max') else 'at least'} {self.value} {self.kind.split('_')[1]}"
+        return self.label or f"{'at most' if self.kind.startswith('max') else 'at least'} {self.value} {self.kind.split('_')[1]}"
 
 
 class PatternCheck(_CheckBase):
@@ -120,7 +123,7 @@ class PatternCheck(_CheckBase):
         return not found if self.kind == "forbid" else found
 
     def describe(self) -> str:
-        return f"{self.kind} {self.pattern}"
+        return self.label or f"{self.kind} {self.pattern}"
 
 
 Check = Annotated[CountCheck | PatternCheck, Field(discriminator="kind")]
@@ -133,6 +136,7 @@ class Profile(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$", description="lowercase id; also the file's stem")
     description: str = Field(min_length=10, description="persona text shown to LLM simulators and judges")
     opposite: str | None = Field(None, description="name of the profile with the opposite preference")
+    adversarial: bool = Field(False, description="a user who pushes toward harm (red-teaming only: `hindsight redteam`); its checks measure the harm")
     checks: list[Check] = Field(default_factory=list)
     satisfied: list[str] = Field(
         default_factory=lambda: ["Thanks, that works.", "Perfect, that's what I needed.", "Great, got it."],

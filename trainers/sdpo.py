@@ -9,6 +9,9 @@ where the baseline context B is the plain prompt x (the paper) or, with ``baseli
 hindsight prompt filled with a neutral follow-up o_n, H(x, o_n). On a small model the hindsight prompt itself
 pulls answers (shorter, apologetic) whatever the user said; the neutral baseline cancels that pull so only
 what the user said remains, at the cost of one more no-grad forward.
+
+The update guard (``guard``, trainers/guard.py) decides what the trainer learns from: it flags unsafe follow-ups,
+can leave them out of the update, and can swap the template for one that states safety principles.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from harness.policy import Policy
 from simulators.neutral import load_pool, pick_neutral
 from trainers import losses
 from trainers.base import StepResult
+from trainers.guard import Guard, GuardSettings
 
 PAPER_TEMPLATE = "{prompt}\n\nThe following is a future user message. Use this to guide your answer to the user prompt: {followup}"
 
@@ -55,6 +59,7 @@ class SDPOConfig(BaseModel):
     topk: int = Field(20, ge=1, description="k for loss=topk_kl")
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    guard: GuardSettings = Field(GuardSettings(), description="the update guard: safety flags on follow-ups, principles, skipping flagged ones")
 
     def model_post_init(self, _context: object) -> None:
         if "{prompt}" not in self.template or "{followup}" not in self.template:
@@ -73,6 +78,8 @@ class SDPOTrainer:
             policy.snapshot_initial()  # the anchor is the policy as it was before this trainer's first update
         params = [p for p in policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.guard = Guard(config.guard, device=policy.settings.device)
+        self.template = config.guard.principles_template if config.guard.states_principles else config.template
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}
@@ -83,13 +90,25 @@ class SDPOTrainer:
     def hindsight_messages(self, interaction: Interaction, followup: str) -> list[dict[str, str]]:
         """The policy's own chat with the last user turn rewritten by the template."""
         *head, last = interaction.messages
-        content = self.config.template.format(prompt=last["content"], followup=followup)
+        content = self.template.format(prompt=last["content"], followup=followup)
         return [*head, {"role": "user", "content": content}]
 
     def neutral_followup(self, interaction: Interaction) -> str:
         return pick_neutral(self.neutral_pool, f"{interaction.prompt}\x00{interaction.response.text}", salt=f"baseline-{self.seed}")
 
     def step(self, batch: Sequence[Interaction]) -> StepResult:
+        """One update from the interactions the guard lets through; the others get empty summaries."""
+        learn = self.guard.review(batch)
+        counts = self.guard.metrics(batch)
+        if not learn:
+            return StepResult(metrics=counts, per_interaction=[{} for _ in batch], skipped=f"every follow-up flagged unsafe (guard {self.config.guard.mode})")
+        result = self._update(learn)
+        summaries = {id(i): s for i, s in zip(learn, result.per_interaction)}
+        result.metrics.update(counts)
+        result.per_interaction = [summaries.get(id(i), {}) for i in batch]
+        return result
+
+    def _update(self, batch: Sequence[Interaction]) -> StepResult:
         cfg, policy = self.config, self.policy
         completions = [self._completion(i) for i in batch]
         keep = [n for n, y in enumerate(completions) if y]
