@@ -12,6 +12,7 @@ from harness.llm_client import LLMSettings
 from harness.policy import PolicySettings
 from harness.prompts import PromptSettings
 from harness.yamlio import load_model_file
+from trainers.rlhi import METHOD_HELP, Method, RLHIConfig
 from trainers.sdpo import SDPOConfig
 
 CONFIG_VERSION = 1
@@ -83,6 +84,9 @@ class EvalSettings(BaseModel):
     min_reference_similarity: float = Field(0.3, description="relevant: cosine(answer, untrained answer) at least this")
     min_similarity_gain: float = Field(-0.25, description="relevant: cosine to the untrained answer minus cosine to the prompt (an echo of the prompt scores low)")
     min_novel_words: int = Field(2, ge=0, description="relevant: content words the prompt did not already contain")
+    persona: Literal["off", "trainer", "profile"] = Field(
+        "off", description="persona-guided inference: the trained arms answer with a persona in the system prompt (RLHI's wording): 'trainer' = the "
+        "persona the RLHI trainer holds at that point (none for sdpo), 'profile' = the profile's description (an oracle); 'off' = context only")
     kl_prompts: int = Field(8, ge=0, description="measure KL(π_θ ‖ π_0) on the answers to this many held-out prompts (0: off)")
     cache_untrained: bool = Field(True, description="reuse the untrained model's greedy answers across runs (same model, prompts, settings)")
 
@@ -100,7 +104,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = CONFIG_VERSION
-    method: Literal["sdpo"] = "sdpo"
+    method: Method = Field("sdpo", description=METHOD_HELP)
     profile: str = Field("concise", description="profile name or path to a profile YAML")
     interactions: int = Field(64, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -124,7 +128,8 @@ class RunConfig(BaseModel):
     generation: GenerationSettings = GenerationSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     judge: JudgeSettings = JudgeSettings()
-    trainer: SDPOConfig = SDPOConfig()
+    trainer: SDPOConfig = Field(SDPOConfig(), description="the SDPO update (method sdpo)")
+    rlhi: RLHIConfig = Field(RLHIConfig(), description="the RLHI and baseline updates (every method but sdpo)")
     eval: EvalSettings = EvalSettings()
 
     @model_validator(mode="after")

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# SDPO vs RLHI (user-guided rewrites, user-based rewards) vs SFT on the kept rewrites, under one simulator, profile,
+# seed, prompt stream, interaction budget and judge: one treated arm each, evaluated every 16 interactions.
+#
+#   bench/compare_methods.sh                      # sdpo rlhi-rewrite rlhi-reward sft, one after another (~1.5-2 h on 2 cores)
+#   bench/compare_methods.sh rlhi-reward sft      # only these methods
+#
+# Each writes results/cmp-METHOD/ (log: results/cmp-METHOD.log), queued on /tmp/hindsight-heavy.lock so it never runs
+# beside another heavy job; then bench/compare_methods.py draws results/cmp-methods.png and prints the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+H=${HINDSIGHT:-.venv/bin/hindsight}
+N=${N:-64}
+methods=("$@")
+[ ${#methods[@]} -gt 0 ] || methods=(sdpo rlhi-rewrite rlhi-reward sft)
+for method in "${methods[@]}"; do
+  if [ -d "results/cmp-$method" ]; then echo "results/cmp-$method exists, skipped"; continue; fi
+  flock /tmp/hindsight-heavy.lock $H personalize --method "$method" -n "$N" --eval-every 16 --no-control --no-oracle \
+    --set save_checkpoint=false --run-id "cmp-$method" > "results/cmp-$method.log" 2>&1
+done
+${PYTHON:-.venv/bin/python} bench/compare_methods.py "${methods[@]/#/results/cmp-}"
