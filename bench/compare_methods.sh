@@ -9,13 +9,13 @@
 # beside another heavy job; then bench/compare_methods.py draws results/cmp-methods.png and prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-H=${HINDSIGHT:-.venv/bin/hindsight}
+PY=${PYTHON:-.venv/bin/python}  # runs this checkout's code (the working directory comes first on sys.path)
 N=${N:-64}
 methods=("$@")
 [ ${#methods[@]} -gt 0 ] || methods=(sdpo rlhi-rewrite rlhi-reward sft)
 for method in "${methods[@]}"; do
   if [ -d "results/cmp-$method" ]; then echo "results/cmp-$method exists, skipped"; continue; fi
-  flock /tmp/hindsight-heavy.lock $H personalize --method "$method" -n "$N" --eval-every 16 --no-control --no-oracle \
+  flock /tmp/hindsight-heavy.lock "$PY" -c "from harness.cli import run; run()" personalize --method "$method" -n "$N" --eval-every 16 --no-control --no-oracle \
     --set save_checkpoint=false --run-id "cmp-$method" > "results/cmp-$method.log" 2>&1
 done
-${PYTHON:-.venv/bin/python} bench/compare_methods.py "${methods[@]/#/results/cmp-}"
+PYTHONPATH=. "$PY" bench/compare_methods.py "${methods[@]/#/results/cmp-}"

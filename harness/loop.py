@@ -220,7 +220,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             for interaction in failed:
                 append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, arm, seed, step, interaction, {}, profile))
             limit = "--fail-fast" if config.fail_budget == 0 else f"fail_budget {config.fail_budget}"
-            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
+            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], rlhi=getattr(trainer, "llm_parts", []))
             raise RunError(f"{arm} s{seed} stopped at interaction {failed[-1].index}: {failures} simulator calls failed after their retries "
                            f"({limit}); last: {failed[-1].followup.failed}")
         trained = [i for i in batch if i.followup.failed is None]
@@ -251,7 +251,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             if keep and (config.max_kl is not None or done == total):  # under max_kl, every evaluation within the limit is kept
                 policy.save(run_dir / "checkpoints" / f"{arm}-s{seed}")
                 kept = done
-    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator])
+    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], rlhi=getattr(trainer, "llm_parts", []))
     sink({"type": "done", "arm": arm, "seed": seed})
 
 

@@ -17,6 +17,8 @@ from simulators.profile import load_profile
 from trainers import RECIPES, RLHIConfig, RLHITrainer
 from trainers.dpo import PreferenceOptimizer, PreferencePair
 
+from stub_provider import StubProvider
+
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 SHORT = "Rinse the rice, boil it in twice its volume of water, then simmer covered for 18 minutes."
 LONG = ("Cooking rice is a wonderful skill that everyone should learn, and there are many ways to do it. First, measure your rice "
@@ -141,3 +143,35 @@ def test_control_arm_flip_and_persona_guided_inference(tmp_path):
     assert all(r.update["persona"] is None for r in control)  # the neutral user has no profile to read
     config = RunConfig.from_file(tmp_path / "f" / "config.yaml")
     assert (config.eval.persona, config.rlhi.persona.source, config.flip_at) == ("trainer", "profile", 2)
+
+
+def test_llm_classifier_persona_and_reward_over_http(tmp_path):
+    """rlhi-reward with every LLM part played by an OpenAI-compatible server: labels, persona and ratings come from it,
+    and its calls are counted in run.json under the role 'rlhi'."""
+    from judges import followup, persona
+
+    def reply(body):
+        system = body["messages"][0]["content"]
+        if system == followup.SYSTEM:
+            return "FEEDBACK", 60, 1
+        if system == persona.SYSTEM:
+            return "- wants one-sentence answers\n- no lists", 80, 12
+        assert "wants one-sentence answers" in system  # the reward is conditioned on the inferred persona
+        user = body["messages"][-1]["content"]
+        return str(1 + len(user) % 10), 90, 1
+
+    requests: list[dict] = []
+    with StubProvider(reply, requests) as stub:
+        args = ["personalize", "--method", "rlhi-reward", "-n", "2", "--batch-size", "2", "--eval-every", "2", "--eval-prompts", "1",
+                "--max-new-tokens", "8", "--set", "eval.max_new_tokens=8", "--set", "eval.kl_prompts=1", "--no-control", "--no-oracle",
+                "--simulator", "complain", "--candidates", "2", "--classifier", "llm", "--persona", "inferred", "--reward", "llm",
+                "--rlhi-model", "openai/stub", "--rlhi-api-base", stub.base, "--results", str(tmp_path), "--run-id", "h"]
+        result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = list(read_jsonl(tmp_path / "h" / "interactions.jsonl", InteractionRecord))
+    assert all(r.label == "retry_feedback" and r.update["label_source"] == "litellm:openai/stub" for r in records)
+    assert all(r.update["persona"] == "- wants one-sentence answers\n- no lists" and r.update["persona_source"] == "inferred (openai/stub)" for r in records)
+    assert all(c["reward"] is not None and c["parts"]["raw"] for r in records for c in r.update["candidates"])
+    usage = RunInfo.model_validate_json((tmp_path / "h" / "run.json").read_text()).llm_usage
+    assert usage["rlhi"].calls == len(requests)
+    assert usage["rlhi"].calls + usage["rlhi"].cache_hits == 2 + 1 + 4  # two labels, one persona, two candidates for each of two requests

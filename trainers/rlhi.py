@@ -124,6 +124,11 @@ class RLHIConfig(BaseModel):
         return self
 
 
+@dataclass(frozen=True)
+class _Holder:
+    client: LLMClient
+
+
 def _client(settings: LLMSettings, max_tokens: int) -> LLMClient:
     from harness.llm_client import LLMClient
 
@@ -153,6 +158,12 @@ class RLHITrainer:
         self.history: list[str] = []  # the user's messages, oldest first (requests and follow-ups)
         self.feedback: list[str] = []  # follow-ups labelled re-attempt with feedback (the heuristic persona's material)
         self.persona: str | None = None
+
+    @property
+    def llm_parts(self) -> list:
+        """The parts that call an LLM (each holds its client as ``client`` or ``backend.client``), for the run's usage accounting."""
+        persona = [_Holder(self.persona_client)] if self.persona_client is not None else []
+        return [*persona, self.classifier, self.reward]
 
     def _build_classifier(self) -> FollowupClassifier:
         cfg = self.config
