@@ -175,3 +175,13 @@ def test_llm_classifier_persona_and_reward_over_http(tmp_path):
     usage = RunInfo.model_validate_json((tmp_path / "h" / "run.json").read_text()).llm_usage
     assert usage["rlhi"].calls == len(requests)
     assert usage["rlhi"].calls + usage["rlhi"].cache_hits == 2 + 1 + 4  # two labels, one persona, two candidates for each of two requests
+
+
+def test_local_classifier_reads_label_token_probabilities(policy):
+    from judges.backends import LocalBackend
+    from judges.followup import WORDS, FollowupClassifier
+
+    labels = FollowupClassifier(LocalBackend(policy, labels=tuple(WORDS))).classify([("Explain tides.", "Too long. Shorter please.", None)])
+    assert labels[0].label in WORDS.values() and labels[0].source == "local:smollm2-135m"
+    probs = labels[0].raw[labels[0].raw.index("(") + 1 : -1].split()
+    assert [p.split("=")[0] for p in probs] == list(WORDS) and sum(float(p.split("=")[1]) for p in probs) <= 1.0
