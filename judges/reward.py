@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from judges.degeneration import assess
 
@@ -43,6 +43,12 @@ class RewardSettings(BaseModel):
     compliance_weight: float = Field(1.0, ge=0, description="rules: weight of the share of profile checks passed")
     relevance_weight: float = Field(0.5, ge=0, description="rules: weight of cosine(response, request) (MiniLM)")
     degenerate_penalty: float = Field(1.0, ge=0, description="rules: subtracted from a degenerate response's reward")
+
+    @model_validator(mode="after")
+    def _complete(self) -> RewardSettings:
+        if self.kind == "model" and not self.model:
+            raise ValueError("reward kind 'model' needs a reward model: --set rlhi.reward.model=FOLDER_OR_HUB_ID")
+        return self
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,4 @@ def build_reward(settings: RewardSettings, *, client: LLMClient | None, embedder
         if client is None:
             raise UserInputError("rlhi.reward.kind 'llm' needs an LLM: give --rlhi-model (and --rlhi-api-base for a local server)")
         return LLMReward(client)
-    if not settings.model:
-        raise UserInputError("rlhi.reward.kind 'model' needs a reward model: --set rlhi.reward.model=FOLDER_OR_HUB_ID")
     return ModelReward(settings.model, device=embedder_device)

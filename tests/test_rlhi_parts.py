@@ -2,9 +2,12 @@
 classifier, persona inference and the rewards (LLM ones over real HTTP to the stub provider, a tiny real reward model)."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 
 from harness.llm_client import LLMClient, LLMSettings, ResponseCache
 from judges.backends import LiteLLMBackend
@@ -213,3 +216,29 @@ def test_reward_model_loaded_with_transformers(tmp_path):
     (tmp_path / "rm" / "model.safetensors").rename(tmp_path / "rm" / "pytorch_model.bin")
     with pytest.raises(Exception):  # noqa: B017 (pickled weights are refused: safetensors only)
         ModelReward(str(tmp_path / "rm"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "dpo"], "method"),
+        (["--method", "rlhi-reward", "--reward", "llm"], "need rlhi.llm"),
+        (["--method", "rlhi-reward", "--reward", "model"], "needs a reward model"),
+        (["--method", "rlhi-rewrite", "--candidates", "1"], "candidates"),
+    ],
+)
+def test_bad_method_settings_are_one_line_errors(args, message):
+    result = subprocess.run([sys.executable, "-c", "from harness.cli import run; run()", "personalize", *args, "--dry-run"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_dry_run_shows_the_method_and_its_settings():
+    result = subprocess.run([sys.executable, "-c", "from harness.cli import run; run()", "personalize", "--method", "rlhi-reward", "--beta", "0.2",
+                             "--lr", "1e-5", "--persona", "profile", "--eval-persona", "trainer", "--dry-run"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["method"] == "rlhi-reward" and config["rlhi"]["beta"] == 0.2 and config["rlhi"]["lr"] == 1e-5
+    assert config["trainer"]["lr"] == 2e-5  # --lr sets the running method's rate only
+    assert config["rlhi"]["persona"]["source"] == "profile" and config["eval"]["persona"] == "trainer"
