@@ -17,6 +17,7 @@ import yaml
 from harness.records import METRIC, EvalRecord, TrainRecord, read_jsonl
 
 PANELS = [("clean", "clean compliance"), ("degenerate", "degenerate"), ("mean_words", "mean words"), ("kl", "KL(π_θ ‖ π_0)")]
+FIELDS = [*(f for f, _ in PANELS), "compliance", "relevant", "win_rate"]
 
 
 def load(run: Path) -> tuple[str, dict[int, dict[str, float]], dict[str, float]]:
@@ -32,7 +33,7 @@ def load(run: Path) -> tuple[str, dict[int, dict[str, float]], dict[str, float]]
             totals["skipped"] += record.skipped is not None
             totals["pairs"] += record.metrics.get("pairs", 0.0)
             totals["train_s"] += record.timings.get("step", 0.0)
-    table = {x: {f: sum(getattr(r, f) or 0.0 for r in rs) / len(rs) for f, _ in PANELS} for x, rs in sorted(points.items())}
+    table = {x: {f: sum(getattr(r, f) or 0.0 for r in rs) / len(rs) for f in FIELDS} for x, rs in sorted(points.items())}
     return method, table, dict(totals)
 
 
@@ -64,10 +65,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}\n")
-    print("| method | interactions | clean | degenerate | mean words | KL |\n|---|---|---|---|---|---|")
+    print("| method | interactions | clean | compliance | degenerate | relevant | mean words | KL | win rate vs initial |\n|---|---|---|---|---|---|---|---|---|")
     for method, table, _ in loaded:
         for x, row in table.items():
-            print(f"| {method} | {x} | {row['clean']:.2f} | {row['degenerate']:.2f} | {row['mean_words']:.0f} | {row['kl']:.3f} |")
+            win = f"{row['win_rate']:.2f}" if x else "–"
+            print(f"| {method} | {x} | {row['clean']:.2f} | {row['compliance']:.2f} | {row['degenerate']:.2f} | {row['relevant']:.2f} | {row['mean_words']:.0f} "
+                  f"| {row['kl']:.3f} | {win} |")
     print("\n| method | updates | skipped | pairs trained on | mean step (s) |\n|---|---|---|---|---|")
     for method, _, totals in loaded:
         updates = totals.get("updates", 0)
