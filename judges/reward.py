@@ -3,7 +3,9 @@
 ``RewardSettings.kind``:
 
 - ``rules`` (offline, the default): w_c · share of the user's profile checks passed + w_r · MiniLM cosine(response,
-  request) − w_d · [degenerate (apology or meta opening, loop, empty)]. It reads the simulated user's profile checks,
+  request) − w_d · [degenerate (apology or meta opening, loop, empty) or off-topic (cosine below ``min_relevance``, or
+  fewer than two content words the request lacks: on the 135M model, "rewrites" that merely echo the feedback, such
+  as "My message: Too long.", otherwise beat real answers on brevity)]. It reads the simulated user's profile checks,
   the same proxies a scripted user complains by: an **oracle of the user's preferences**, which no deployment has;
   the relevance and degeneration terms keep an empty or off-topic answer from winning on brevity. User-agnostic
   (no profile): relevance and degeneration only.
@@ -25,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from judges.degeneration import assess
+from judges.relevance import novel_content_words
 
 if TYPE_CHECKING:
     from harness.llm_client import LLMClient
@@ -42,7 +45,9 @@ class RewardSettings(BaseModel):
     model: str | None = Field(None, description="for kind=model: a folder or hub id of a transformers sequence-classification model")
     compliance_weight: float = Field(1.0, ge=0, description="rules: weight of the share of profile checks passed")
     relevance_weight: float = Field(0.5, ge=0, description="rules: weight of cosine(response, request) (MiniLM)")
-    degenerate_penalty: float = Field(1.0, ge=0, description="rules: subtracted from a degenerate response's reward")
+    degenerate_penalty: float = Field(1.0, ge=0, description="rules: subtracted from the reward of a degenerate or off-topic response")
+    min_relevance: float | None = Field(0.3, description="rules: a response whose cosine to the request is below this, or that adds fewer than two "
+                                        "content words the request lacks, is off-topic (the evaluation's relevance test, request side); None: off")
 
     @model_validator(mode="after")
     def _complete(self) -> RewardSettings:
@@ -71,10 +76,11 @@ class RuleReward:
         s = self.settings
         similarity = self.embedder.similarity(list(responses), list(prompts)) if responses else []
         out = []
-        for response, sim in zip(responses, similarity):
+        for prompt, response, sim in zip(prompts, responses, similarity):
             degeneration = assess(response)
-            value = s.relevance_weight * sim - s.degenerate_penalty * degeneration.degenerate
-            parts: dict = {"relevance": round(sim, 4), "degenerate": degeneration.reasons()}
+            off_topic = s.min_relevance is not None and (sim < s.min_relevance or novel_content_words(response, prompt) < 2)
+            value = s.relevance_weight * sim - s.degenerate_penalty * (degeneration.degenerate or off_topic)
+            parts: dict = {"relevance": round(sim, 4), "off_topic": off_topic, "degenerate": degeneration.reasons()}
             if profile is not None and profile.checks:
                 failed = profile.failures(response)
                 value += s.compliance_weight * (1 - len(failed) / len(profile.checks))

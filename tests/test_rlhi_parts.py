@@ -188,6 +188,10 @@ def test_rules_reward_prefers_compliant_relevant_answers(embedder):
     assert scores[0].value > scores[1].value > scores[2].value
     assert scores[0].parts["failed"] == [] and len(scores[1].parts["failed"]) == 1
     assert scores[2].parts["degenerate"] == ["empty"]
+    # an echo of the feedback is short and compliant but off-topic: it must not beat a real (too long) answer
+    echo = reward.score([prompt], ["My message: Too long. I just need the short version."], None, load_profile("concise"))[0]
+    assert echo.parts["off_topic"] and echo.value < scores[1].value
+    assert not scores[0].parts["off_topic"] and not scores[1].parts["off_topic"]
     agnostic = reward.score([prompt] * 2, [short, long], None, None)  # user-agnostic: the checks are not read
     assert "failed" not in agnostic[0].parts and agnostic[0].value == pytest.approx(scores[0].value - 1.0, abs=1e-5)
 
