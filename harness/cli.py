@@ -124,7 +124,17 @@ def personalize(
     judge_model: Annotated[Optional[str], typer.Option(help="For --judge llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. Giving it without --judge means llm.", rich_help_panel="Judge")] = None,
     judge_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`).", rich_help_panel="Judge")] = None,
     judge_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the judge's API key (the key itself is never stored).", rich_help_panel="Judge")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate. (default: 2e-5)", rich_help_panel="Trainer")] = None,
+    method: Annotated[Optional[str], typer.Option(help="How the policy learns from the follow-ups: sdpo (self-distillation, the --lr/--loss/--baseline options below), rlhi-rewrite (user-guided rewrites, quality filter, persona-conditioned DPO), rlhi-reward (N candidates ranked by a persona-conditioned reward, online DPO), or a baseline: rewrite-scratch, rewrite-nofilter, reward-agnostic, sft (SFT on the kept rewrites), sft-reward. Every method writes the same records and plots. (default: sdpo)", rich_help_panel="Method")] = None,
+    beta: Annotated[Optional[float], typer.Option(help="DPO β of the RLHI methods. (default: 0.1)", rich_help_panel="Method")] = None,
+    persona: Annotated[Optional[str], typer.Option(help="RLHI persona: heuristic (offline: the user's most frequent feedback), inferred (--rlhi-model summarizes the user's messages), profile (the simulated user's description: an oracle), none. (default: heuristic)", rich_help_panel="Method")] = None,
+    reward: Annotated[Optional[str], typer.Option(help="RLHI persona-conditioned reward: rules (offline: profile checks + MiniLM relevance − degeneration; reads the profile, an oracle), llm (--rlhi-model rates 1-10), model (--set rlhi.reward.model=DIR: a transformers sequence-classification reward model). (default: rules)", rich_help_panel="Method")] = None,
+    classifier: Annotated[Optional[str], typer.Option(help="RLHI follow-up classifier: heuristic (offline), llm (--rlhi-model), local (--set rlhi.classifier_model=SPEC). (default: heuristic)", rich_help_panel="Method")] = None,
+    candidates: Annotated[Optional[int], typer.Option(help="rlhi-reward: answers sampled per request. (default: 4)", min=2, rich_help_panel="Method")] = None,
+    rlhi_model: Annotated[Optional[str], typer.Option(help="The LLM behind --classifier llm, --persona inferred and --reward llm: a litellm model ('openai/NAME' with --rlhi-api-base).", rich_help_panel="Method")] = None,
+    rlhi_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --rlhi-model, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="Method")] = None,
+    rlhi_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding --rlhi-model's API key.", rich_help_panel="Method")] = None,
+    eval_persona: Annotated[Optional[str], typer.Option(help="Persona-guided inference at evaluation: off, trainer (the RLHI trainer's current persona in the system prompt), profile (the profile's description: an oracle). (default: off)", rich_help_panel="Budget")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate of the method's update (trainer.lr for sdpo, rlhi.lr for the others). (default: 2e-5)", rich_help_panel="Trainer")] = None,
     loss: Annotated[Optional[str], typer.Option(help="sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). (default: sampled_token)", rich_help_panel="Trainer")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Advantage reference: neutral = hindsight prompt with a neutral follow-up (cancels the prompt's own pull), plain = the prompt alone (paper). (default: neutral)", rich_help_panel="Trainer")] = None,
     kl_anchor: Annotated[Optional[float], typer.Option(help="Weight of a KL penalty to the initial policy. (default: 0)", rich_help_panel="Trainer")] = None,
@@ -147,7 +157,7 @@ def personalize(
     results: Annotated[Path, typer.Option(help="Where runs are written.", rich_help_panel="Config")] = RESULTS,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.", rich_help_panel="Config")] = False,
 ) -> None:
-    """Online SDPO personalization: the policy answers, a simulated user replies, SDPO learns from the reply.
+    """Online personalization: the policy answers, a simulated user replies, the --method (SDPO by default, RLHI) learns from the reply.
 
     Writes results/RUN/ (config.yaml, run.json, interactions.jsonl, metrics.jsonl, samples.jsonl, curve.png, summary.md).
     With no options: the embedded SmolLM2-135M on CPU, the concise profile, a scripted user, 64 interactions,
@@ -186,13 +196,17 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
         "control": "control", "oracle": "oracle", "neutral_pool": "neutral_pool", "threads": "threads", "jobs": "jobs",
         "policy.model": "model", "policy.device": "device", "prompts.source": "prompts", "prompts.eval_prompts": "eval_prompts",
         "generation.max_new_tokens": "max_new_tokens", "eval.every": "eval_every",
-        "trainer.lr": "lr", "trainer.loss": "loss", "trainer.baseline": "baseline", "trainer.kl_anchor": "kl_anchor",
+        "trainer.loss": "loss", "trainer.baseline": "baseline", "trainer.kl_anchor": "kl_anchor",
         "trainer.ignore_first_k": "ignore_first_k", "trainer.centre": "centre", "trainer.template": "template",
         "simulator.kind": "simulator", "judge.kind": "judge", "fail_budget": "fail_budget", "max_kl": "max_kl",
+        "method": "method", "rlhi.beta": "beta", "rlhi.persona.source": "persona", "rlhi.reward.kind": "reward", "rlhi.classifier": "classifier",
+        "rlhi.candidates": "candidates", "eval.persona": "eval_persona",
     }
     for key, name in fields.items():
         if o[name] is not None:
             _set_path(data, key, o[name])
+    if o["lr"] is not None:  # the learning rate of whichever method runs
+        _set_path(data, "trainer.lr" if (o["method"] or data.get("method") or "sdpo") == "sdpo" else "rlhi.lr", o["lr"])
     if o["lora"] is not None:
         _set_path(data, "policy.lora", {} if o["lora"] else None)
     if o["fail_fast"]:
@@ -203,6 +217,9 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
         _set_path(data, "policy.trust_remote_code", True)
     _set_llm(data, "simulator", o["simulator"], o["simulator_model"], o["api_base"], o["api_key_env"], default_kind="scripted")
     _set_llm(data, "judge", o["judge"], o["judge_model"], o["judge_api_base"], o["judge_api_key_env"], default_kind="llm")
+    if o["rlhi_model"] or o["rlhi_api_base"] or o["rlhi_api_key_env"]:
+        llm = {"model": o["rlhi_model"] or "openai/local", "api_base": o["rlhi_api_base"], "api_key_env": o["rlhi_api_key_env"]}
+        _set_path(data, "rlhi.llm", {k: v for k, v in llm.items() if v is not None})
     for item in o["set_"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -13,6 +13,7 @@ from harness.policy import PolicySettings
 from harness.prompts import PromptSettings
 from harness.yamlio import load_model_file
 from trainers.guard import GuardMode
+from trainers.rlhi import METHOD_HELP, Method, RLHIConfig
 from trainers.sdpo import SDPOConfig
 
 CONFIG_VERSION = 1
@@ -84,6 +85,9 @@ class EvalSettings(BaseModel):
     min_reference_similarity: float = Field(0.3, description="relevant: cosine(answer, untrained answer) at least this")
     min_similarity_gain: float = Field(-0.25, description="relevant: cosine to the untrained answer minus cosine to the prompt (an echo of the prompt scores low)")
     min_novel_words: int = Field(2, ge=0, description="relevant: content words the prompt did not already contain")
+    persona: Literal["off", "trainer", "profile"] = Field(
+        "off", description="persona-guided inference: the trained arms answer with a persona in the system prompt (RLHI's wording): 'trainer' = the "
+        "persona the RLHI trainer holds at that point (none for sdpo), 'profile' = the profile's description (an oracle); 'off' = context only")
     kl_prompts: int = Field(8, ge=0, description="measure KL(π_θ ‖ π_0) on the answers to this many held-out prompts (0: off)")
     cache_untrained: bool = Field(True, description="reuse the untrained model's greedy answers across runs (same model, prompts, settings)")
 
@@ -109,7 +113,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = CONFIG_VERSION
-    method: Literal["sdpo"] = "sdpo"
+    method: Method = Field("sdpo", description=METHOD_HELP)
     profile: str = Field("concise", description="profile name or path to a profile YAML")
     interactions: int = Field(64, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -137,7 +141,8 @@ class RunConfig(BaseModel):
     generation: GenerationSettings = GenerationSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     judge: JudgeSettings = JudgeSettings()
-    trainer: SDPOConfig = SDPOConfig()
+    trainer: SDPOConfig = Field(SDPOConfig(), description="the SDPO update (method sdpo)")
+    rlhi: RLHIConfig = Field(RLHIConfig(), description="the RLHI and baseline updates (every method but sdpo)")
     eval: EvalSettings = EvalSettings()
 
     @model_validator(mode="after")
@@ -149,6 +154,8 @@ class RunConfig(BaseModel):
         if self.flip_at is not None and self.continual is not None:
             raise ValueError("a run either flips (flip_at) or adds preferences (continual), not both")
         if self.redteam is not None:
+            if self.method != "sdpo":
+                raise ValueError(f"the update guard that redteam compares is SDPO's (trainer.guard); method {self.method} has none")
             if self.changes():
                 raise ValueError("a red-team run has one user throughout: no flip_at or continual")
             if self.redteam.guard == "none" or self.trainer.guard.mode != "none":

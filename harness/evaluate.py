@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from harness.config import EvalSettings
+from harness.config import EvalSettings, RunConfig
 from harness.engine import Engine, Generation, SamplingParams
 from harness.policy import Policy
 from harness.records import Arm, EvalRecord, SampleRecord
@@ -29,6 +29,18 @@ def oracle_system(profile: Profile, base: str | None) -> str:
     """The in-context oracle's system prompt: the persona appended to the usual one."""
     persona = ORACLE_SYSTEM.format(description=profile.description.strip())
     return f"{base}\n\n{persona}" if base else persona
+
+
+def eval_system(config: RunConfig, trainer: object, profile: Profile) -> str | None:
+    """The system prompt of a trained arm's evaluation: the configured one, or with ``eval.persona`` (persona-guided
+    inference) a persona added in RLHI's wording: the trainer's current persona, or the profile's description (an oracle)."""
+    from judges.persona import persona_system
+
+    base = config.policy.system_prompt
+    if config.eval.persona == "off":
+        return base
+    persona = profile.description if config.eval.persona == "profile" else getattr(trainer, "persona", None)
+    return persona_system(persona, base)
 
 
 @dataclass(frozen=True)

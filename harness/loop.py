@@ -39,7 +39,7 @@ from harness.checkpoint import (
 from harness.config import RunConfig
 from harness.engine import HFEngine, SamplingParams
 from harness.errors import RunError, UserInputError
-from harness.evaluate import Evaluator, Preference, oracle_system
+from harness.evaluate import Evaluator, Preference, eval_system, oracle_system
 from harness.interaction import Interaction
 from harness.llm_client import LLMUsage
 from harness.policy import Policy
@@ -51,8 +51,8 @@ from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
-from trainers.base import StepResult
-from trainers.sdpo import SDPOTrainer
+from trainers import build_trainer
+from trainers.base import StepResult, Trainer
 
 Event = dict
 Sink = Callable[[Event], None]
@@ -239,7 +239,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     evaluator.set_reference(job.reference)
     pool = load_pool(config.neutral_pool)
     simulator = build_simulator(config.simulator) if arm != "control" else NeutralSimulator(pool, salt=f"control-{seed}")
-    trainer = SDPOTrainer(policy, config.trainer_for(arm), seed=seed, neutral_pool=pool)
+    trainer = build_trainer(config, policy, engine, arm=arm, seed=seed, neutral_pool=pool)
     params = SamplingParams(**config.generation.model_dump())
     total = config.interactions
     keep = arm == "treated" and config.save_checkpoint
@@ -271,9 +271,9 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         failures += len(failed)
         if failures > config.fail_budget:
             for interaction in failed:
-                append_jsonl(run_dir / "interactions.jsonl", _interaction_record(arm, seed, step, interaction, {}, profile))
+                append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, arm, seed, step, interaction, {}, profile))
             limit = "--fail-fast" if config.fail_budget == 0 else f"fail_budget {config.fail_budget}"
-            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=[trainer.guard])
+            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=_guards(trainer), rlhi=getattr(trainer, "llm_parts", []))
             raise RunError(f"{arm} s{seed} stopped at interaction {failed[-1].index}: {failures} simulator calls failed after their retries "
                            f"({limit}); last: {failed[-1].followup.failed}")
         trained = [i for i in batch if i.followup.failed is None]
@@ -282,7 +282,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         summaries = iter(result.per_interaction)
         for interaction in batch:
             summary = {} if interaction.followup.failed is not None else next(summaries)
-            append_jsonl(run_dir / "interactions.jsonl", _interaction_record(arm, seed, step, interaction, summary, profile))
+            append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, arm, seed, step, interaction, summary, profile))
         done = indices[-1] + 1
         last = (step, done)
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
@@ -293,7 +293,8 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         sink({"type": "step", "arm": arm, "seed": seed, "done": done, "total": total, "loss": result.metrics.get("loss"),
               "satisfied": sum(satisfied) / len(satisfied) if satisfied else None, "skipped": result.skipped})
         if done % config.eval.every == 0 or done == total:
-            records, samples = evaluator.run(policy, engine, arm=arm, seed=seed, interactions=done, against=job.reference)
+            records, samples = evaluator.run(policy, engine, arm=arm, seed=seed, interactions=done, against=job.reference,
+                                             system=eval_system(config, trainer, schedule.user_at(first)))
             if (stop := _kl_stop(records, config.max_kl)) is not None:
                 stop += "; " + (f"checkpoint kept from {kept} interactions" if kept else "no checkpoint: no evaluation was within the limit") if keep else ""
                 records = [r.model_copy(update={"stopped": stop}) for r in records]
@@ -309,8 +310,14 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             state = ArmState(step=step, done=done, failures=failures, kept=kept)
             checkpoints.save(state, {"weights": trainable_weights(policy.model), "trainer": trainer.state_dict(), "rng": rng_state()})
     checkpoints.finish(ArmState(step=last[0], done=last[1], failures=failures, kept=kept))
-    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=[trainer.guard])
+    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=_guards(trainer), rlhi=getattr(trainer, "llm_parts", []))
     sink({"type": "done", "arm": arm, "seed": seed})
+
+
+def _guards(trainer: Trainer) -> list:
+    """The trainer's update guard (its flagger may call an LLM), for the usage report; RLHI trainers have none."""
+    guard = getattr(trainer, "guard", None)
+    return [guard] if guard is not None else []
 
 
 def _kl_stop(records: list[EvalRecord], max_kl: float | None) -> str | None:
@@ -321,12 +328,13 @@ def _kl_stop(records: list[EvalRecord], max_kl: float | None) -> str | None:
     return f"KL to the initial policy {max(measured):.4g} > max_kl {max_kl:g} at {records[0].interactions} interactions"
 
 
-def _interaction_record(arm: str, seed: int, step: int, interaction: Interaction, summary: dict, profile: str | None) -> InteractionRecord:
+def _interaction_record(method: str, arm: str, seed: int, step: int, interaction: Interaction, summary: dict, profile: str | None) -> InteractionRecord:
     followup = interaction.followup
+    what = {"advantage": summary} if method == "sdpo" else {"update": summary, "label": summary.get("label")}
     return InteractionRecord(
         arm=arm, seed=seed, index=interaction.index, step=step, prompt=interaction.prompt, response=interaction.response.text,
         response_tokens=len(interaction.response.token_ids), finished=interaction.response.finished, followup=followup.text,
-        followup_raw=followup.raw, satisfied=followup.satisfied, advantage=summary, profile=profile, failed=followup.failed, guard=interaction.guard,
+        followup_raw=followup.raw, satisfied=followup.satisfied, profile=profile, failed=followup.failed, guard=interaction.guard, method=method, **what,
     )
 
 

@@ -64,6 +64,10 @@ class InteractionRecord(_Record):
     advantage: dict = Field(default_factory=dict, description="per-token advantage summary (mean/min/max, extreme tokens)")
     failed: str | None = Field(None, description="why the simulator gave no follow-up (its LLM still failing after retries); left out of the update")
     guard: GuardDecision | None = Field(None, description="the update guard's decision on the follow-up (None: no flagger ran)")
+    method: str = Field("sdpo", description="the method that trained on this interaction")
+    label: str | None = Field(None, description="RLHI methods: the follow-up's type (new, retry_feedback, retry_no_feedback, positive)")
+    update: dict = Field(default_factory=dict, description="RLHI methods: what the update did with this interaction (label and who decided it, persona, "
+                         "rewrite or candidates, rewards, kept or why not, chosen and rejected)")
 
 
 class TrainRecord(_Record):

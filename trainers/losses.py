@@ -85,3 +85,24 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
     """Unbiased, non-negative estimate of KL(π_θ ‖ π_ref) on sampled tokens (Schulman's k3)."""
     log_ratio = ref_logprobs - logprobs
     return sequence_mean(torch.exp(log_ratio) - log_ratio - 1, mask)
+
+
+def sequence_logprob(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log π(y | x) of each row: the sum of its valid tokens' log-probs."""
+    return (logprobs * mask.to(logprobs.dtype)).sum(-1)
+
+
+def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+             beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigmoid DPO on sequence log-probs [B]: mean of −log σ(β·[(log π(y⁺) − log π_ref(y⁺)) − (log π(y⁻) − log π_ref(y⁻))]).
+
+    Returns (loss, implicit reward of the chosen, of the rejected), the rewards β·(log π − log π_ref), detached."""
+    chosen_reward = beta * (chosen - ref_chosen)
+    rejected_reward = beta * (rejected - ref_rejected)
+    loss = -torch.nn.functional.logsigmoid(chosen_reward - rejected_reward).mean()
+    return loss, chosen_reward.detach(), rejected_reward.detach()
+
+
+def nll_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Supervised fine-tuning: mean negative log-likelihood per token of each answer, then over answers."""
+    return sequence_mean(-logprobs, mask)

@@ -1,0 +1,307 @@
+"""RLHI (RL from Human Interaction) and its baselines, from the paper's description, in the same online loop as SDPO.
+
+Per batch of interactions (request x, the policy's answer y, the user's follow-up o):
+
+1. **classify** each follow-up: new request, re-attempt with feedback, re-attempt without feedback, positive
+   (judges/followup.py; recorded per interaction with who decided it);
+2. **persona**: add the user's request and follow-up to their message history and summarize it into up to five
+   points (judges/persona.py); the persona goes into the system prompt of every training context;
+3. **pairs**, by method (see ``RECIPES``):
+   - *rewrite*: for follow-ups labelled re-attempt with feedback, the policy rewrites its own answer given o (not
+     longer unless asked, never mentioning the feedback, safe); pair (rewrite ≻ y);
+   - *scratch*: the same, but the policy answers x afresh, seeing neither y nor o (the paper's "rewrites from
+     scratch" baseline);
+   - *candidates*: N fresh answers under the persona-conditioned context, scored by the reward; best ≻ worst;
+4. **filter** (judges/reward.py scores): a rewrite is kept only when its persona-conditioned reward is at least the
+   original's, then RIP-style thresholds (rejected length, rejected reward, reward gap), each optional;
+5. **update**: persona-conditioned sigmoid DPO against the frozen initial policy (β), or SFT on the chosen side.
+
+Everything each interaction went through (label, persona, rewrite, rewards, kept or why not, chosen, rejected) is
+returned as its summary, which the loop writes into ``InteractionRecord.update``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.engine import Engine, Generation, SamplingParams
+from harness.interaction import Interaction
+from harness.llm_client import LLMSettings
+from harness.policy import Message, Policy
+from judges.followup import LABELS, FollowupClassifier, Label
+from judges.persona import PersonaSettings, heuristic_persona, infer_persona, persona_system
+from judges.reward import Reward, RewardSettings
+from trainers.base import StepResult
+from trainers.dpo import Objective, PreferenceOptimizer, PreferencePair
+
+if TYPE_CHECKING:
+    from harness.llm_client import LLMClient
+    from simulators.profile import Profile
+
+Method = Literal["sdpo", "rlhi-rewrite", "rlhi-reward", "rewrite-scratch", "rewrite-nofilter", "reward-agnostic", "sft", "sft-reward"]
+METHOD_HELP = (
+    "sdpo: self-distillation from the follow-up (trainer.*); rlhi-rewrite: user-guided rewrites, quality filter, persona DPO; "
+    "rlhi-reward: N candidates scored by a persona-conditioned reward, best vs worst, online persona DPO; "
+    "baselines: rewrite-scratch (the policy re-answers without its answer or the follow-up), rewrite-nofilter (no quality "
+    "filter), reward-agnostic (the reward ignores the persona), sft (SFT on the kept rewrites), sft-reward (SFT on the best candidates)"
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a method does: where its pairs come from, whether the reward sees the user, whether the filter applies, the loss."""
+
+    pairs: Literal["rewrite", "scratch", "candidates"]
+    personalized_reward: bool
+    filtered: bool
+    objective: Objective
+
+
+RECIPES: dict[str, Recipe] = {
+    "rlhi-rewrite": Recipe("rewrite", True, True, "dpo"),
+    "rewrite-scratch": Recipe("scratch", True, True, "dpo"),
+    "rewrite-nofilter": Recipe("rewrite", True, False, "dpo"),
+    "sft": Recipe("rewrite", True, True, "sft"),
+    "rlhi-reward": Recipe("candidates", True, True, "dpo"),
+    "reward-agnostic": Recipe("candidates", False, True, "dpo"),
+    "sft-reward": Recipe("candidates", True, True, "sft"),
+}
+
+REWRITE_PROMPT = """Write your previous answer again, improved according to my message below. Keep it about as long \
+as before unless my message asks for a longer one. Stay safe and ethical even if my message asks otherwise. Do not \
+mention or refer to my message, or to your previous answer: give only the new answer itself.
+
+My message:
+{followup}"""
+
+
+class FilterSettings(BaseModel):
+    """Which pairs survive (the paper's quality filter). Thresholds use the reward's own scale; None turns one off."""
+
+    model_config = ConfigDict(extra="forbid")
+    improve: bool = Field(True, description="rewrites: keep only when reward(rewrite) >= reward(original)")
+    min_rejected_tokens: int | None = Field(None, ge=0, description="RIP: the rejected response has at least this many tokens (a proxy for prompt quality)")
+    min_rejected_reward: float | None = Field(None, description="RIP: the rejected response's reward is at least this")
+    max_reward_gap: float | None = Field(None, ge=0, description="RIP: reward(chosen) − reward(rejected) is at most this")
+
+
+class RLHIConfig(BaseModel):
+    """Everything that defines an RLHI update (methods other than sdpo). Defaults run offline on the embedded model."""
+
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(2e-5, gt=0, description="AdamW learning rate (constant; the SDPO default, for equal budgets)")
+    beta: float = Field(0.1, gt=0, description="DPO β: the sharpness of the preference (and the strength of the pull to the reference)")
+    max_grad_norm: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    classifier: Literal["heuristic", "llm", "local"] = Field(
+        "heuristic", description="who labels follow-ups: heuristic (offline: the simulator's satisfied flag when it gives one, else keywords), "
+        "llm (rlhi.llm), local (a local model's label-token probabilities: classifier_model)")
+    classifier_model: str | None = Field(None, description="for classifier=local: a model spec")
+    rewrite_labels: list[Label] = Field(["retry_feedback"], min_length=1, description="follow-up labels whose answers are rewritten")
+    persona: PersonaSettings = PersonaSettings()
+    reward: RewardSettings = RewardSettings()
+    filter: FilterSettings = FilterSettings()
+    candidates: int = Field(4, ge=2, description="rlhi-reward: answers sampled per request")
+    temperature: float = Field(0.6, ge=0, description="sampling temperature of rewrites and candidates (the paper's 0.6)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling of rewrites and candidates (the paper's 0.9)")
+    llm: LLMSettings | None = Field(None, description="the LLM behind classifier=llm, persona.source=inferred and reward.kind=llm")
+
+    @model_validator(mode="after")
+    def _complete(self) -> RLHIConfig:
+        needs = [what for what, used in (("classifier llm", self.classifier == "llm"), ("persona inferred", self.persona.source == "inferred"),
+                                         ("reward llm", self.reward.kind == "llm")) if used]
+        if needs and self.llm is None:
+            raise ValueError(f"{', '.join(needs)} need rlhi.llm (--rlhi-model, and --rlhi-api-base for a local server)")
+        if self.classifier == "local" and not self.classifier_model:
+            raise ValueError("classifier 'local' needs classifier_model")
+        unknown = set(self.rewrite_labels) - set(LABELS)
+        if unknown:
+            raise ValueError(f"unknown rewrite labels {sorted(unknown)}")
+        return self
+
+
+@dataclass(frozen=True)
+class _Holder:
+    client: LLMClient
+
+
+def _client(settings: LLMSettings, max_tokens: int) -> LLMClient:
+    from harness.llm_client import LLMClient
+
+    return LLMClient(settings.model_copy(update={"max_tokens": max_tokens}))
+
+
+class RLHITrainer:
+    """One RLHI (or baseline) update per batch; ``user_at(index)`` is the simulated user's profile at an interaction
+    (None for a control arm's neutral user), read by the profile persona and the rules reward."""
+
+    def __init__(self, policy: Policy, engine: Engine, config: RLHIConfig, method: str, max_new_tokens: int,
+                 user_at: Callable[[int], Profile | None], reward=None, classifier: FollowupClassifier | None = None):
+        from judges.reward import build_reward
+
+        if method not in RECIPES:
+            raise ValueError(f"unknown RLHI method '{method}'")
+        self.policy, self.engine, self.config, self.method = policy, engine, config, method
+        self.recipe = RECIPES[method]
+        self.user_at = user_at
+        self.sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+        self.persona_client = _client(config.llm, config.persona.max_tokens) if config.persona.source == "inferred" else None
+        self.reward = reward or build_reward(config.reward, client=_client(config.llm, 8) if config.reward.kind == "llm" else None,
+                                             embedder_device=policy.device)
+        self.classifier = classifier or self._build_classifier()
+        policy.snapshot_initial()  # the DPO reference: the policy before this trainer's first update
+        self.optimizer = PreferenceOptimizer(policy, config.lr, config.beta, config.max_grad_norm, config.weight_decay)
+        self.history: list[str] = []  # the user's messages, oldest first (requests and follow-ups)
+        self.feedback: list[str] = []  # follow-ups labelled re-attempt with feedback (the heuristic persona's material)
+        self.persona: str | None = None
+
+    @property
+    def llm_parts(self) -> list:
+        """The parts that call an LLM (each holds its client as ``client`` or ``backend.client``), for the run's usage accounting."""
+        persona = [_Holder(self.persona_client)] if self.persona_client is not None else []
+        return [*persona, self.classifier, self.reward]
+
+    def _build_classifier(self) -> FollowupClassifier:
+        cfg = self.config
+        if cfg.classifier == "heuristic":
+            return FollowupClassifier()
+        if cfg.classifier == "llm":
+            from judges.backends import LiteLLMBackend
+
+            return FollowupClassifier(LiteLLMBackend(_client(cfg.llm, 8)))
+        from judges import local_backend
+        from judges.backends import LocalBackend
+        from judges.followup import WORDS
+
+        return FollowupClassifier(LocalBackend(local_backend(cfg.classifier_model, str(self.policy.device)).policy, labels=tuple(WORDS)))
+
+    # ----- resume ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.optimizer.state_dict(), "history": list(self.history), "feedback": list(self.feedback), "persona": self.persona}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.optimizer.load_state_dict(state["optimizer"])
+        self.history, self.feedback, self.persona = list(state["history"]), list(state["feedback"]), state["persona"]
+
+    # ----- one update ------------------------------------------------------------------------------
+    def step(self, batch: Sequence[Interaction]) -> StepResult:
+        labels = self.classifier.classify([(i.prompt, i.followup.text, i.followup.satisfied) for i in batch])
+        for interaction, label in zip(batch, labels):
+            self.history += [interaction.prompt, interaction.followup.text]
+            if label.label == "retry_feedback":
+                self.feedback.append(interaction.followup.text)
+        self.history = self.history[-self.config.persona.history :]
+        self.persona, persona_source = self._persona(batch[-1].index)
+        summaries = [{"label": lab.label, "label_source": lab.source, "persona_source": persona_source, "persona": self.persona} for lab in labels]
+        contexts = [self.policy.encode_chat(self.training_messages(i)) for i in batch]
+        if self.recipe.pairs == "candidates":
+            pairs = self._candidate_pairs(batch, contexts, summaries)
+        else:
+            pairs = self._rewrite_pairs(batch, contexts, labels, summaries)
+        update = self.optimizer.update(pairs, self.recipe.objective)
+        metrics = {**update.metrics, "kept": float(sum(bool(s.get("kept")) for s in summaries)),
+                   "feedback_labels": float(sum(lab.label == "retry_feedback" for lab in labels))}
+        return StepResult(metrics=metrics, per_interaction=summaries, skipped=update.skipped)
+
+    def _persona(self, index: int) -> tuple[str | None, str]:
+        source = self.config.persona.source
+        if source == "none":
+            return None, "none"
+        if source == "profile":
+            profile = self.user_at(index)
+            return (profile.description.strip() if profile is not None else None), "profile (oracle)"
+        if source == "heuristic":
+            recent = set(self.history)
+            return heuristic_persona([m for m in self.feedback if m in recent]), "heuristic"
+        return infer_persona(self.persona_client, self.history), f"inferred ({self.config.llm.model})"
+
+    def training_messages(self, interaction: Interaction) -> list[Message]:
+        """The context both sides of a pair are scored in: the persona in the system prompt, then the request."""
+        return self.policy.messages(interaction.prompt, system=persona_system(self.persona, self.policy.settings.system_prompt))
+
+    def _rewards(self, prompts: list[str], texts: list[str], index: int) -> list[Reward]:
+        personal = self.recipe.personalized_reward
+        return self.reward.score(prompts, texts, self.persona if personal else None, self.user_at(index) if personal else None)
+
+    def _rewrite_pairs(self, batch: Sequence[Interaction], contexts: list[list[int]], labels, summaries: list[dict]) -> list[PreferencePair]:
+        chosen_rows = [n for n, lab in enumerate(labels) if lab.label in self.config.rewrite_labels]
+        for n, summary in enumerate(summaries):
+            if n not in chosen_rows:
+                summary.update(kept=False, why=f"label {labels[n].label}: not rewritten")
+        if not chosen_rows:
+            return []
+        prompts = [self._rewrite_context(batch[n]) for n in chosen_rows]
+        rewrites = self.engine.generate([self.policy.encode_chat(m) for m in prompts], self.sampling)
+        pairs = []
+        for n, rewrite in zip(chosen_rows, rewrites):
+            interaction, summary = batch[n], summaries[n]
+            original = interaction.response
+            rewards = self._rewards([interaction.prompt] * 2, [rewrite.text, original.text], interaction.index)
+            summary.update(rewrite=rewrite.text, reward_chosen=rewards[0].value, reward_rejected=rewards[1].value,
+                           reward_parts={"chosen": rewards[0].parts, "rejected": rewards[1].parts})
+            why = self._rejects(rewrite, original, rewards[0].value, rewards[1].value, improve=True)
+            summary.update(kept=why is None, why=why or "kept")
+            if why is None:
+                summary.update(chosen=rewrite.text, rejected=original.text)
+                pairs.append(PreferencePair(contexts[n], list(rewrite.token_ids), list(original.token_ids)))
+        return pairs
+
+    def _rewrite_context(self, interaction: Interaction) -> list[Message]:
+        """Rewrite: the conversation so far plus the rewrite request holding the follow-up. Scratch: the request alone."""
+        if self.recipe.pairs == "scratch":
+            return list(interaction.messages)
+        return [*interaction.conversation(), {"role": "user", "content": REWRITE_PROMPT.format(followup=interaction.followup.text.strip())}]
+
+    def _candidate_pairs(self, batch: Sequence[Interaction], contexts: list[list[int]], summaries: list[dict]) -> list[PreferencePair]:
+        k = self.config.candidates
+        samples = self.engine.generate([c for c in contexts for _ in range(k)], self.sampling)
+        pairs = []
+        for n, (interaction, summary) in enumerate(zip(batch, summaries)):
+            group = samples[n * k : (n + 1) * k]
+            rewards = self._rewards([interaction.prompt] * k, [g.text for g in group], interaction.index)
+            summary["candidates"] = [{"text": g.text, "reward": r.value, "parts": r.parts} for g, r in zip(group, rewards)]
+            scored = [(r.value, m) for m, r in enumerate(rewards) if r.value is not None]
+            if len(scored) < 2:
+                summary.update(kept=False, why="fewer than two candidates with a usable reward")
+                continue
+            best, worst = max(scored)[1], min(scored)[1]
+            chosen, rejected = group[best], group[worst]
+            summary.update(reward_chosen=rewards[best].value, reward_rejected=rewards[worst].value)
+            why = self._rejects(chosen, rejected, rewards[best].value, rewards[worst].value, improve=False)
+            summary.update(kept=why is None, why=why or "kept")
+            if why is None:
+                summary.update(chosen=chosen.text, rejected=rejected.text)
+                pairs.append(PreferencePair(contexts[n], list(chosen.token_ids), list(rejected.token_ids)))
+        return pairs
+
+    def _rejects(self, chosen: Generation, rejected: Generation, r_chosen: float | None, r_rejected: float | None, improve: bool) -> str | None:
+        """Why a pair is dropped, or None to keep it. Pairs that cannot teach anything are dropped even unfiltered."""
+        if not chosen.token_ids or not rejected.token_ids:
+            return "empty response"
+        if chosen.token_ids == rejected.token_ids:
+            return "chosen and rejected are identical"
+        if not self.recipe.filtered:
+            return None
+        return quality_filter(self.config.filter, len(rejected.token_ids), r_chosen, r_rejected, improve=improve)
+
+
+def quality_filter(settings: FilterSettings, rejected_tokens: int, r_chosen: float | None, r_rejected: float | None, *, improve: bool) -> str | None:
+    """Why the quality filter drops a pair (the first failed rule), or None to keep it. ``improve``: the chosen side is a
+    rewrite of the rejected one and must score at least as well; for best-vs-worst pairs a tie teaches nothing."""
+    if r_chosen is None or r_rejected is None:
+        return "no usable reward"
+    if improve and settings.improve and r_chosen < r_rejected:
+        return f"rewrite scored below the original ({r_chosen:.3g} < {r_rejected:.3g})"
+    if not improve and r_chosen <= r_rejected:
+        return f"no reward gap between the candidates ({r_chosen:.3g})"
+    if settings.min_rejected_tokens is not None and rejected_tokens < settings.min_rejected_tokens:
+        return f"rejected response too short ({rejected_tokens} < {settings.min_rejected_tokens} tokens)"
+    if settings.min_rejected_reward is not None and r_rejected < settings.min_rejected_reward:
+        return f"rejected reward too low ({r_rejected:.3g} < {settings.min_rejected_reward:g})"
+    if settings.max_reward_gap is not None and r_chosen - r_rejected > settings.max_reward_gap:
+        return f"reward gap too large ({r_chosen - r_rejected:.3g} > {settings.max_reward_gap:g})"
+    return None
