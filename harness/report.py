@@ -189,8 +189,7 @@ def write_report(run_dir: Path) -> Path:
     plot(run_dir, evals, title, config.changes())
     lines = [f"# {run_dir.name}", "", f"method **{config.method}**, user **{describe_user(config)}**, model `{config.policy.model}`, "
              f"{config.interactions} interactions in batches of {config.batch_size}, {config.seeds} seed(s), "
-             f"simulator {config.simulator.kind}, judge {config.judge.kind}; trainer: lr {config.trainer.lr:g}, loss {config.trainer.loss}, "
-             f"baseline {config.trainer.baseline}, kl_anchor {config.trainer.kl_anchor:g}, lora {'on' if config.policy.lora else 'off'}.",
+             f"simulator {config.simulator.kind}, judge {config.judge.kind}; {_trainer_line(config)}, lora {'on' if config.policy.lora else 'off'}.",
              "", side_effects(groups[0][1]), "", "![curves](curve.png)"]
     stops = {(r.arm, r.seed): r.stopped for r in evals if r.stopped}
     lines += ["", *(f"**{arm} s{seed} stopped:** {why}." for (arm, seed), why in sorted(stops.items()))] if stops else []
@@ -264,3 +263,13 @@ def _examples(run_dir: Path, config: RunConfig, preference: str | None, count: i
                 lines.append(f"- *{arm}* ({match.interactions} interactions, {match.words} words, {flags}): {match.answer[:400]!r}")
         lines.append("")
     return lines
+
+
+def _trainer_line(config) -> str:
+    """The method's own settings that matter most, for the summary's first line."""
+    if config.method == "sdpo":
+        t = config.trainer
+        return f"trainer: lr {t.lr:g}, loss {t.loss}, baseline {t.baseline}, kl_anchor {t.kl_anchor:g}"
+    r = config.rlhi
+    return (f"rlhi: lr {r.lr:g}, beta {r.beta:g}, classifier {r.classifier}, persona {r.persona.source}, reward {r.reward.kind}"
+            + (f", {r.candidates} candidates" if config.method in ("rlhi-reward", "reward-agnostic", "sft-reward") else ""))

@@ -124,7 +124,7 @@ def test_every_method_runs_from_the_cli(tmp_path, method):
     assert len(train) == 1 and train[0].metrics["pairs"] == sum(r.update["kept"] for r in records)
     assert ("loss" in train[0].metrics) == (train[0].skipped is None)
     assert sorted((m.arm, m.interactions) for m in metrics if isinstance(m, EvalRecord)) == [("initial", 0), ("treated", 2)]
-    assert (run / "curve.png").is_file() and (run / "summary.md").is_file()
+    assert (run / "curve.png").is_file() and f"method **{method}**" in (summary := (run / "summary.md").read_text()) and "rlhi: lr 2e-05, beta 0.1" in summary
 
 
 def test_control_arm_flip_and_persona_guided_inference(tmp_path):
