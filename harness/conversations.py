@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserInputError
+from harness.errors import UserInputError, read_bytes
 from harness.policy import Message
 from judges.followups import FOLLOWUP_TYPES, FollowupCase, FollowupClassifier, FollowupType
 
@@ -170,12 +170,7 @@ def _records(source: str, limit: int | None) -> Iterator[tuple[int, Any]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserInputError("no such conversation file (JSONL, one conversation a line)", path=path) from None
-    except OSError as exc:
-        raise UserInputError(f"cannot read: {exc.strerror or exc}", path=path) from None
+    data = read_bytes(path, missing="no such conversation file (JSONL, one conversation a line)")
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue

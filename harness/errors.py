@@ -26,14 +26,19 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
-def read_text(path: Path) -> str:
-    """The file's text; a missing, unreadable or non-UTF-8 file is a UserInputError naming it (and the line of a bad byte)."""
+def read_bytes(path: Path, missing: str = "no such file") -> bytes:
+    """The file's bytes; a missing or unreadable file is a UserInputError naming it (``missing`` says what was expected)."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        raise UserInputError("no such file", path=path) from None
+        raise UserInputError(missing, path=path) from None
     except OSError as exc:
         raise UserInputError(f"cannot read: {exc.strerror or exc}", path=path) from None
+
+
+def read_text(path: Path) -> str:
+    """The file's text; a missing, unreadable or non-UTF-8 file is a UserInputError naming it (and the line of a bad byte)."""
+    data = read_bytes(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
