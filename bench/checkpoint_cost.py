@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from core.policy import LoraSettings, Policy, PolicySettings
+from core.runtime import quiet_libraries
 from harness.checkpoint import ArmCheckpoints, ArmState, load_trainable_weights, rng_state, trainable_weights
-from harness.policy import LoraSettings, Policy, PolicySettings
-from harness.runtime import quiet_libraries
 
 
 def main() -> None:

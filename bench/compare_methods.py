@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.records import METRIC, EvalRecord, TrainRecord, read_jsonl
+from core.records import METRIC, EvalRecord, TrainRecord, read_jsonl
 
 PANELS = [("clean", "clean compliance"), ("degenerate", "degenerate"), ("mean_words", "mean words"), ("kl", "KL(π_θ ‖ π_0)")]
 FIELDS = [*(f for f, _ in PANELS), "compliance", "relevant", "win_rate"]

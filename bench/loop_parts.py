@@ -25,15 +25,15 @@ from pathlib import Path
 
 import torch
 
+from core.engine import HFEngine, SamplingParams
+from core.interaction import Interaction
+from core.policy import Policy
+from core.prompts import load_prompts
+from core.records import METRIC, TrainRecord, read_jsonl
+from core.runtime import quiet_libraries, seed_everything
 from harness.config import RunConfig
-from harness.engine import HFEngine, SamplingParams
 from harness.evaluate import Evaluator, Preference
-from harness.interaction import Interaction
 from harness.loop import ArmJob, run_arm
-from harness.policy import Policy
-from harness.prompts import load_prompts
-from harness.records import METRIC, TrainRecord, read_jsonl
-from harness.runtime import quiet_libraries, seed_everything
 from judges.relevance import Embedder
 from simulators.profile import load_profile
 from simulators.scripted import ScriptedSimulator

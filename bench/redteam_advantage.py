@@ -15,11 +15,10 @@ import re
 
 import torch
 
-from harness.engine import Generation
-from harness.interaction import Interaction
-from harness.policy import Policy, PolicySettings
-from harness.runtime import quiet_libraries
-from simulators.base import Followup
+from core.engine import Generation
+from core.interaction import Followup, Interaction
+from core.policy import Policy, PolicySettings
+from core.runtime import quiet_libraries
 from simulators.profile import load_profile
 from trainers.guard import GuardSettings
 from trainers.sdpo import SDPOConfig, SDPOTrainer

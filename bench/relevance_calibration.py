@@ -18,10 +18,10 @@ import statistics
 
 import torch
 
-from harness.engine import HFEngine, SamplingParams
-from harness.policy import Policy, PolicySettings
-from harness.prompts import PromptSettings, load_prompts
-from harness.runtime import cache_dir, quiet_libraries, seed_everything
+from core.engine import HFEngine, SamplingParams
+from core.policy import Policy, PolicySettings
+from core.prompts import PromptSettings, load_prompts
+from core.runtime import cache_dir, quiet_libraries, seed_everything
 from judges.relevance import Embedder, novel_content_words
 
 FILLER = [

@@ -4,7 +4,7 @@
     ``baseline.json``                 written once the untrained model (and oracle) evaluations are all logged
     ``<arm>-s<seed>/latest.json``     the arm's committed state: loop counters and the folder holding the tensors
     ``<arm>-s<seed>/step-NNNNNN/``    ``state.safetensors`` (trainable weights, trainer state, RNG states) and
-                                      ``state.json`` (everything else, harness/state_io.py); folders no pointer names
+                                      ``state.json`` (everything else, core/state_io.py); folders no pointer names
                                       are leftovers
 
 A checkpoint is committed by writing its folder (each file fsynced), then replacing ``latest.json`` atomically
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from harness.errors import RunError
-from harness.state_io import load_state, save_state
+from core.errors import RunError
+from core.state_io import load_state, save_state
 
 LOGS = ("interactions.jsonl", "metrics.jsonl", "samples.jsonl")
 BASELINE_ARMS = ("initial", "oracle")

@@ -22,11 +22,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness.errors import RunError, UserInputError, one_line, pydantic_message
+from core.errors import RunError, UserInputError, one_line, pydantic_message
 
 if TYPE_CHECKING:
+    from core.records import WinRate
     from harness.config import JudgeSettings, RunConfig
-    from harness.records import WinRateRecord
 
 app = typer.Typer(
     help="Teach language models from their users' follow-up messages, and measure whether it worked.",
@@ -186,7 +186,7 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
     config: Path | None = o["config"]
     data: dict[str, Any] = {}
     if config is not None:
-        from harness.yamlio import read_yaml
+        from core.yamlio import read_yaml
 
         data, _ = read_yaml(config)
         if not isinstance(data, dict):
@@ -232,7 +232,7 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
     resolved = _validate(data, config)
     if adjust is not None:
         resolved = _validate({**resolved.model_dump(mode="json"), **adjust(resolved)}, config)
-    from harness.prompts import load_prompts
+    from core.prompts import load_prompts
     from harness.schedule import build_schedule
 
     resolved = resolved.with_budgets(max(p.min_words() for p in build_schedule(resolved).scored))  # fails fast on a bad profile
@@ -516,8 +516,8 @@ def _run_dir(run: str, results: Path) -> Path:
 @app.command(rich_help_panel="Runs")
 def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
     """List runs under results/ with their status and last clean compliance per arm."""
-    from harness.records import RunInfo
-    from harness.report import by_preference, curves, load_evals
+    from core.records import RunInfo
+    from harness.curves import by_preference, curves, load_evals
 
     table = Table(title=f"runs in {results}")
     for column in ("run", "status", "profile", "treated", "control", "oracle", "seconds"):
@@ -534,8 +534,9 @@ def runs(results: Annotated[Path, typer.Option(help="Where runs are written.")] 
 @app.command(rich_help_panel="Runs")
 def show(run: Annotated[str, typer.Argument(help="Run id (folder under results/) or path.")], results: Annotated[Path, typer.Option(help="Where runs are written.")] = RESULTS) -> None:
     """Summarise a run: last evaluation per arm with 95% intervals, the verdict, and where its files are."""
-    from harness.records import RunInfo
-    from harness.report import METRICS, by_preference, final_table, load_evals, side_effects, verdict
+    from core.records import RunInfo
+    from harness.curves import METRICS, by_preference, load_evals
+    from harness.report import final_table, side_effects, verdict
 
     folder = _run_dir(run, results)
     info = RunInfo.model_validate_json((folder / "run.json").read_text()) if (folder / "run.json").is_file() else None
@@ -572,7 +573,8 @@ def compare(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a markdown table instead.")] = False,
 ) -> None:
     """Compare runs side by side: the config fields that differ, then each trained arm's last evaluation."""
-    from harness.report import METRICS, by_preference, final_table, load_evals
+    from harness.curves import METRICS, by_preference, load_evals
+    from harness.report import final_table
 
     folders = [_run_dir(r, results) for r in runs_]
     configs = [_flatten(yaml.safe_load((f / "config.yaml").read_text())) for f in folders]
@@ -644,8 +646,8 @@ def usereval(
 
       hindsight usereval turns.jsonl --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
     """
-    from harness.llm_client import LLMClient, LLMSettings
-    from harness.records import usage_records
+    from core.llm_client import LLMClient, LLMSettings
+    from core.records import usage_records
     from judges import llm_usage, local_backend
     from judges.backends import LiteLLMBackend
     from judges.usereval import UserEval, load_rows, summary_markdown
@@ -675,8 +677,8 @@ def usereval(
 def _judge_settings(kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None, kinds: tuple[str, ...]) -> JudgeSettings:
     """--judge and its --judge-model/--judge-api-base/--judge-api-key-env; no --judge means llm when a model or base URL is
     given, else the first of ``kinds``."""
-    from harness.config import JudgeSettings
-    from harness.llm_client import LLMSettings
+    from core.llm_client import LLMSettings
+    from judges import JudgeSettings
 
     kind = kind or ("llm" if model or api_base else kinds[0])
     if kind not in kinds:
@@ -689,7 +691,7 @@ def _slug(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem)
 
 
-def _win_rate_table(title: str, label: str, results: dict[str, WinRateRecord]) -> Table:
+def _win_rate_table(title: str, label: str, results: dict[str, WinRate]) -> Table:
     from judges.pairwise import COLUMNS, cells
 
     table = Table(title=title)
@@ -735,7 +737,7 @@ def judge_files(
 
       hindsight judge a.jsonl b.jsonl --profile concise --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
     """
-    from harness.records import usage_records, write_json
+    from core.records import usage_records, write_json
     from judges import build_judge, llm_usage
     from judges.versus import judge_matched, match_files, summary_markdown
     from simulators.profile import load_profile
@@ -801,7 +803,7 @@ def data_stats(
 
       hindsight data stats tests/data/wildchat_sample.jsonl --language English
     """
-    from harness.conversations import ImportSettings, describe_stats, import_stats, load_tuples
+    from core.conversations import ImportSettings, describe_stats, import_stats, load_tuples
     from judges.followups import build_classifier
 
     classifier = build_classifier()
@@ -846,9 +848,9 @@ def data_usereval(
       hindsight data usereval conversations.jsonl -o results/usereval-base.jsonl
       hindsight usereval results/usereval-base.jsonl --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
     """
-    from harness.conversations import ImportSettings, read_conversations
-    from harness.policy import Policy, PolicySettings
-    from harness.runtime import quiet_libraries, set_threads
+    from core.conversations import ImportSettings, read_conversations
+    from core.policy import Policy, PolicySettings
+    from core.runtime import quiet_libraries, set_threads
     from judges.followups import build_classifier
     from suites.wildchat_usereval import UserEvalSettings, build_rows, split_users, write_rows
 
@@ -935,8 +937,8 @@ def train(
       accelerate launch --multi_gpu --num_processes 2 -m harness train --data conversations.jsonl --device cpu --batch-size 8
     """
     o = dict(locals())
+    from core.yamlio import read_yaml
     from harness.train import train as run_training
-    from harness.yamlio import read_yaml
 
     if resume is not None:
         given = [name for name, value in o.items() if value not in (None, False, RESULTS, resume) and name not in ("stop_after", "o")]
@@ -1092,7 +1094,7 @@ app.add_typer(models_app, name="models")
 @models_app.command("warm")
 def models_warm(model: Annotated[str, typer.Argument(help="Model spec to resolve (GGUF files are converted once).")] = "smollm2-135m") -> None:
     """Convert a model into the safetensors cache now (the first load of a GGUF takes ~30 s, later ones ~3 s)."""
-    from harness.models import resolve_model
+    from core.models import resolve_model
     from judges.relevance import minilm_path
 
     start = time.perf_counter()
@@ -1111,7 +1113,7 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("stats")
 def cache_stats() -> None:
     """Entries, size on disk and entries per model."""
-    from harness.llm_client import ResponseCache
+    from core.llm_client import ResponseCache
 
     cache = ResponseCache()
     stats = cache.stats()
@@ -1128,7 +1130,7 @@ def cache_stats() -> None:
 @cache_app.command("clear")
 def cache_clear(model: Annotated[Optional[str], typer.Option(help="Remove only this model's entries (as `cache stats` names it).")] = None) -> None:
     """Remove cached LLM replies (all, or one model's); the next run calls the LLM again."""
-    from harness.llm_client import ResponseCache
+    from core.llm_client import ResponseCache
 
     cache = ResponseCache()
     entries, size = cache.clear(model)
@@ -1151,8 +1153,8 @@ def serve(
 
     Use it as an LLM user or judge: --simulator llm --simulator-model openai/NAME --api-base http://HOST:PORT/v1
     """
-    from harness.policy import Policy, PolicySettings
-    from harness.runtime import quiet_libraries, set_threads
+    from core.policy import Policy, PolicySettings
+    from core.runtime import quiet_libraries, set_threads
     from harness.serve import PolicyServer
 
     if device not in ("auto", "cpu", "cuda"):
@@ -1191,7 +1193,7 @@ def _eval_options(backend: str, batch_size: int, limit: Optional[float], device:
 
 
 def _evaluate(spec: str, suite_spec: str, options, threads: int) -> Any:
-    from harness.runtime import quiet_libraries, set_threads
+    from core.runtime import quiet_libraries, set_threads
     from suites.runner import evaluate_checkpoint
     from suites.suite import load_suite
 
@@ -1207,7 +1209,7 @@ def _load_or_evaluate(spec: str, suite: Optional[str], options, threads: int):
 
     path = Path(spec)
     if path.suffix == ".json" and path.is_file():
-        from harness.errors import read_text
+        from core.errors import read_text
 
         try:
             result = EvalResult.model_validate_json(read_text(path))
@@ -1276,7 +1278,7 @@ def eval_checkpoint(
 
       hindsight eval ./my-adapter --suite paper --backend vllm
     """
-    from harness.records import write_json
+    from core.records import write_json
 
     options = _eval_options(backend, batch_size, limit, device, no_cache, judge, judge_model, judge_api_base, judge_api_key_env)
     result = _evaluate(checkpoint, suite, options, threads)

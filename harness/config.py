@@ -8,10 +8,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.llm_client import LLMSettings
-from harness.policy import PolicySettings
-from harness.prompts import PromptSettings
-from harness.yamlio import load_model_file
+from core.policy import PolicySettings
+from core.prompts import PromptSettings
+from core.yamlio import load_model_file
+from judges import JudgeSettings
+from simulators import SimulatorSettings
 from trainers.guard import GuardMode
 from trainers.rlhi import METHOD_HELP, Method, RLHIConfig
 from trainers.sdpo import SDPOConfig
@@ -20,14 +21,6 @@ CONFIG_VERSION = 1
 
 
 
-def _backend_complete(settings, role: str, *, model_flag: str, base_flag: str):
-    """A simulator's or judge's settings name what their kind needs: llm settings for 'llm', a model for 'local'."""
-    if settings.kind == "llm" and settings.llm is None:
-        raise ValueError(f"{role} kind 'llm' needs llm settings ({model_flag}, and {base_flag} for a local server)")
-    if settings.kind == "local" and not settings.model:
-        raise ValueError(f"{role} kind 'local' needs a model ({model_flag})")
-    return settings
-
 class GenerationSettings(BaseModel):
     """Sampling for training interactions (temperature 1 as in the paper: on-policy samples)."""
 
@@ -35,41 +28,6 @@ class GenerationSettings(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, description="longest training answer; None: auto (see RunConfig.with_budgets)")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-
-
-class SimulatorSettings(BaseModel):
-    """Who writes the follow-ups: the profile's scripted rules, an LLM through litellm, or a local model.
-
-    ``complain`` is a diagnostic user who complains (with the profile's own complaints) whatever the answer.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["scripted", "complain", "llm", "local"] = "scripted"
-    llm: LLMSettings | None = Field(None, description="for kind=llm")
-    model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
-    temperature: float = Field(0.7, ge=0, description="for kind=local")
-    max_tokens: int = Field(64, ge=1, description="for kind=local")
-
-    @model_validator(mode="after")
-    def _complete(self) -> SimulatorSettings:
-        return _backend_complete(self, "simulator", model_flag="--simulator-model", base_flag="--api-base")
-
-
-class JudgeSettings(BaseModel):
-    """Who judges each held-out answer against the untrained model's answer to the same prompt, for the profile's persona.
-
-    ``rules``: the profile's checks (offline; fewer failed checks wins). ``llm``: any LLM through litellm, asked in both
-    orders. ``local``: a local model's verdict-token probabilities, both orders. ``none``: no win rates.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["rules", "llm", "local", "none"] = "rules"
-    llm: LLMSettings | None = Field(None, description="for kind=llm")
-    model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
-
-    @model_validator(mode="after")
-    def _complete(self) -> JudgeSettings:
-        return _backend_complete(self, "judge", model_flag="--judge-model", base_flag="--judge-api-base")
 
 
 class EvalSettings(BaseModel):

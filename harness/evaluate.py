@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from core.engine import Engine, Generation, SamplingParams, cached_generate
+from core.policy import Policy
+from core.records import Arm, EvalRecord, SampleRecord, WinRate
 from harness.config import EvalSettings, RunConfig
-from harness.engine import Engine, Generation, SamplingParams
-from harness.policy import Policy
-from harness.records import Arm, EvalRecord, SampleRecord
-from harness.runtime import cache_dir
 from judges.base import Judge, Pair, Verdict
 from judges.degeneration import assess
-from judges.pairwise import WinRate, summarize
+from judges.pairwise import summarize
 from judges.relevance import Embedder, novel_content_words
 from simulators.profile import Profile, words
 
@@ -151,25 +147,6 @@ class Evaluator:
                 kl = (log_p.exp() * (log_p - log_q)).sum(-1) * current.mask
                 per_answer += (kl.sum(-1) / current.mask.sum(-1)).tolist()
         return sum(per_answer) / len(per_answer)
-
-
-def cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], params: SamplingParams) -> list[Generation]:
-    """Greedy answers of an untrained model, cached on disk: same weights file, contexts and settings → same answers."""
-    import transformers
-
-    source = str(policy.model.name_or_path)
-    stamp = [f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in sorted(Path(source).glob("*.safetensors"))]
-    key = json.dumps([source, stamp, contexts, params.max_new_tokens, getattr(engine, "batch_size", None), str(policy.device),
-                      str(policy.model.dtype), torch.__version__, transformers.__version__])
-    path = cache_dir() / "answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
-    if path.is_file():
-        return [Generation(a["text"], tuple(a["token_ids"]), a["finished"]) for a in json.loads(path.read_text())]
-    answers = engine.generate(contexts, params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
-    tmp.replace(path)
-    return answers
 
 
 def _win_fields(summary: WinRate, judge: str) -> dict:

@@ -20,11 +20,19 @@ import queue
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.engine import Engine, HFEngine, SamplingParams
+from core.errors import RunError, UserInputError
+from core.interaction import Interaction
+from core.llm_client import LLMUsage
+from core.policy import Policy
+from core.prompts import load_prompts
+from core.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, append_jsonl, now, usage_records, write_json
+from core.runtime import quiet_libraries, seed_everything, set_threads
 from harness.checkpoint import (
     ArmCheckpoints,
     ArmState,
@@ -37,21 +45,13 @@ from harness.checkpoint import (
     write_atomic,
 )
 from harness.config import RunConfig
-from harness.engine import HFEngine, SamplingParams
-from harness.errors import RunError, UserInputError
 from harness.evaluate import Evaluator, Preference, eval_system, oracle_system
-from harness.interaction import Interaction
-from harness.llm_client import LLMUsage
-from harness.policy import Policy
-from harness.prompts import load_prompts
-from harness.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, append_jsonl, now, usage_records, write_json
-from harness.runtime import quiet_libraries, seed_everything, set_threads
 from harness.schedule import build_schedule
 from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
-from trainers import build_trainer
+from trainers import RLHITrainer, SDPOTrainer
 from trainers.base import StepResult, Trainer
 
 Event = dict
@@ -66,6 +66,19 @@ class ArmJob:
     arm: str
     seed: int
     reference: tuple[str, ...]
+
+
+def build_trainer(config: RunConfig, policy: Policy, engine: Engine, *, arm: str, seed: int, neutral_pool: Sequence[str]) -> Trainer:
+    """The trainer of ``config.method`` for one arm. RLHI trainers read the simulated user's profile at each interaction
+    (persona source ``profile``, the rules reward) on the treated arm; a control arm's neutral user has none."""
+    if config.method == "sdpo":
+        return SDPOTrainer(policy, config.trainer_for(arm), seed=seed, neutral_pool=neutral_pool)
+    schedule = build_schedule(config)
+
+    def user_at(index: int):
+        return schedule.user_at(index) if arm != "control" else None
+
+    return RLHITrainer(policy, engine, config.rlhi, config.method, config.generation.max_new_tokens or 96, user_at)
 
 
 def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False) -> RunInfo:
@@ -348,7 +361,7 @@ def _versions() -> dict[str, str]:
 
 
 def _device_name(config: RunConfig) -> str:
-    from harness.runtime import resolve_device
+    from core.runtime import resolve_device
 
     device = resolve_device(config.policy.device)
     cores = os.cpu_count() or 0

@@ -14,9 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.records import EvalRecord, InteractionRecord, SampleRecord, read_jsonl
 from harness.config import RunConfig
-from harness.records import EvalRecord, InteractionRecord, SampleRecord, read_jsonl
-from harness.report import COLOURS, TRAINED, Point, curves, fmt, load_evals
+from harness.curves import COLOURS, TRAINED, Point, curves, fmt, load_evals
 from simulators.profile import load_profile
 
 SHARED = [("compliance", "harm (all checks)", True), ("clean", "clean", True), ("degenerate", "degenerate", True), ("relevant", "relevant", True),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.errors import UserInputError
 from harness.config import RunConfig
-from harness.errors import UserInputError
 from simulators.profile import Profile, combine_profiles, load_profile
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from harness.engine import HFEngine, SamplingParams
-from harness.policy import Message, Policy
+from core.engine import HFEngine, SamplingParams
+from core.policy import Message, Policy
 
 DEFAULT_MAX_TOKENS = 256
 

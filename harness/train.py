@@ -26,12 +26,12 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.conversations import ImportResult, ImportSettings, import_stats, load_tuples
-from harness.errors import UserInputError
-from harness.policy import Policy, PolicySettings
-from harness.records import OfflineStepRecord, append_jsonl, read_jsonl
-from harness.runtime import quiet_libraries, set_threads
-from harness.state_io import atomic_folder, load_state, save_state
+from core.conversations import ImportResult, ImportSettings, import_stats, load_tuples
+from core.errors import UserInputError
+from core.policy import Policy, PolicySettings
+from core.records import OfflineStepRecord, append_jsonl, read_jsonl
+from core.runtime import quiet_libraries, set_threads
+from core.state_io import atomic_folder, load_state, save_state
 from judges.followups import build_classifier
 from trainers.offline import OfflineConfig, OfflineTrainer
 

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.llm_client import LLMSettings, check_backend
 
 if TYPE_CHECKING:
-    from harness.config import JudgeSettings
-    from harness.llm_client import LLMUsage
+    from core.llm_client import LLMUsage
     from judges.backends import LocalBackend
     from judges.base import Judge
     from simulators.profile import Profile
+
+
+class JudgeSettings(BaseModel):
+    """Who judges each held-out answer against the untrained model's answer to the same prompt, for the profile's persona.
+
+    ``rules``: the profile's checks (offline; fewer failed checks wins). ``llm``: any LLM through litellm, asked in both
+    orders. ``local``: a local model's verdict-token probabilities, both orders. ``none``: no win rates.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["rules", "llm", "local", "none"] = "rules"
+    llm: LLMSettings | None = Field(None, description="for kind=llm")
+    model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> JudgeSettings:
+        return check_backend(self, "judge", model_flag="--judge-model", base_flag="--judge-api-base")
 
 
 def build_judge(settings: JudgeSettings, profile: Profile | None, device: str = "auto") -> Judge | None:
@@ -19,7 +39,7 @@ def build_judge(settings: JudgeSettings, profile: Profile | None, device: str = 
     if settings.kind == "none":
         return None
     if settings.kind == "rules":
-        from harness.errors import UserInputError
+        from core.errors import UserInputError
         from judges.rules import RuleJudge
 
         if profile is None or not profile.checks:
@@ -29,7 +49,7 @@ def build_judge(settings: JudgeSettings, profile: Profile | None, device: str = 
     from judges.pairwise import PairwiseJudge
 
     if settings.kind == "llm":
-        from harness.llm_client import LLMClient
+        from core.llm_client import LLMClient
         from judges.backends import LiteLLMBackend
 
         return PairwiseJudge(LiteLLMBackend(LLMClient(settings.llm)))
@@ -39,7 +59,7 @@ def build_judge(settings: JudgeSettings, profile: Profile | None, device: str = 
 @cache
 def local_backend(model: str, device: str) -> LocalBackend:
     """One loaded judge model per process, shared by the preferences it judges."""
-    from harness.policy import Policy, PolicySettings
+    from core.policy import Policy, PolicySettings
     from judges.backends import LocalBackend
 
     policy = Policy.load(PolicySettings(model=model, device=device))  # type: ignore[arg-type]
@@ -49,7 +69,7 @@ def local_backend(model: str, device: str) -> LocalBackend:
 
 def llm_usage(component: object) -> LLMUsage | None:
     """What the LLM client behind a simulator or judge has spent (None when no LLM plays it)."""
-    from harness.llm_client import LLMClient
+    from core.llm_client import LLMClient
 
     client = getattr(component, "client", None) or getattr(getattr(component, "backend", None), "client", None)
     return client.usage() if isinstance(client, LLMClient) else None

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 if TYPE_CHECKING:
-    from harness.llm_client import LLMClient
-    from harness.policy import Message, Policy
+    from core.llm_client import LLMClient
+    from core.policy import Message, Policy
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from harness.policy import Message
+    from core.policy import Message
 
 Winner = Literal["A", "B", "tie", "invalid"]
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.policy import Message
+from core.policy import Message
 from judges.backends import JudgeBackend
 
 Label = Literal["new", "retry_feedback", "retry_no_feedback", "positive"]

@@ -14,27 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Literal
 
-FollowupType = Literal["new_request", "reattempt_with_feedback", "reattempt_without_feedback", "positive_feedback"]
-FOLLOWUP_TYPES: tuple[FollowupType, ...] = get_args(FollowupType)
-
-
-@dataclass(frozen=True)
-class FollowupCase:
-    """One follow-up in context: the user's previous request, the assistant's answer to it, the user's next message."""
-
-    request: str
-    answer: str
-    followup: str
-
-
-class FollowupClassifier(Protocol):
-    name: str
-
-    def classify(self, cases: Sequence[FollowupCase]) -> list[FollowupType]: ...
-
+from core.followups import FollowupCase, FollowupClassifier, FollowupType
 
 _WORD = re.compile(r"[a-z0-9']+")
 _PRAISE = re.compile(

@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from harness.policy import Message
-from harness.records import WinRateRecord
-from harness.stats import bootstrap_ci
+from core.policy import Message
+from core.records import WinRate
+from core.stats import bootstrap_ci
 from judges.backends import JudgeBackend
 from judges.base import Pair, Verdict, Winner
 
@@ -108,27 +107,6 @@ class PairwiseJudge:
         return out
 
 
-@dataclass(frozen=True)
-class WinRate:
-    """A's record against B over a set of verdicts (one per prompt).
-
-    ``win_rate`` counts ties as half a win and ``decisive`` drops them (wins / (wins + losses)); both leave invalid
-    verdicts out and are None when nothing is left. ``ci`` is a seeded bootstrap 95% interval of ``win_rate``
-    over prompts. ``swap_agreement`` is the share of pairs judged validly in both orders whose two orders agree.
-    """
-
-    n: int
-    wins: int
-    losses: int
-    ties: int
-    invalid: int
-    win_rate: float | None
-    decisive: float | None
-    ci: tuple[float, float] | None
-    swap_agreement: float | None
-    invalid_rate: float
-
-
 _SCORE = {"A": 1.0, "tie": 0.5, "B": 0.0, "invalid": None}
 
 
@@ -136,6 +114,7 @@ def summarize(verdicts: Sequence[Verdict], *, resamples: int = 2000, seed: int =
     counts = {w: sum(v.winner == w for v in verdicts) for w in ("A", "B", "tie", "invalid")}
     wins, losses, ties, invalid = counts["A"], counts["B"], counts["tie"], counts["invalid"]
     valid = wins + losses + ties
+    low, high = bootstrap_ci([_SCORE[v.winner] for v in verdicts], resamples=resamples, seed=seed) or (None, None)
     swapped = [v.orders for v in verdicts if len(v.orders) == 2 and "invalid" not in v.orders]
     return WinRate(
         n=len(verdicts),
@@ -145,7 +124,8 @@ def summarize(verdicts: Sequence[Verdict], *, resamples: int = 2000, seed: int =
         invalid=invalid,
         win_rate=(wins + ties / 2) / valid if valid else None,
         decisive=wins / (wins + losses) if wins + losses else None,
-        ci=bootstrap_ci([_SCORE[v.winner] for v in verdicts], resamples=resamples, seed=seed),
+        win_low=low,
+        win_high=high,
         swap_agreement=sum(a == b for a, b in swapped) / len(swapped) if swapped else None,
         invalid_rate=invalid / len(verdicts) if verdicts else 0.0,
     )
@@ -154,13 +134,13 @@ def summarize(verdicts: Sequence[Verdict], *, resamples: int = 2000, seed: int =
 COLUMNS = ("win rate [95% CI]", "wins", "losses", "ties", "invalid", "decisive", "swap agreement", "invalid rate")
 
 
-def cells(r: WinRateRecord) -> list[str]:
+def cells(r: WinRate) -> list[str]:
     """One summary as table cells under ``COLUMNS`` ("–" where a rate is undefined)."""
     rate = _fmt(r.win_rate) + (f" [{r.win_low:.2f}, {r.win_high:.2f}]" if r.win_rate is not None and r.win_low is not None else "")
     return [rate, str(r.wins), str(r.losses), str(r.ties), str(r.invalid), _fmt(r.decisive), _fmt(r.swap_agreement), _fmt(r.invalid_rate)]
 
 
-def markdown_table(label: str, results: Mapping[str, WinRateRecord]) -> list[str]:
+def markdown_table(label: str, results: Mapping[str, WinRate]) -> list[str]:
     """Summaries as markdown table lines, one row per key of ``results`` under the column ``label``."""
     return [f"| {label} | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|",
             *(f"| {name} | " + " | ".join(cells(r)) + " |" for name, r in results.items())]

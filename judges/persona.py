@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from harness.llm_client import LLMClient
-    from harness.policy import Message
+    from core.llm_client import LLMClient
+    from core.policy import Message
 
 PersonaSource = Literal["inferred", "heuristic", "profile", "none"]
 

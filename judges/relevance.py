@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import UserInputError
+from core.errors import UserInputError
 
 
 def minilm_path() -> Path:

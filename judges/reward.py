@@ -30,8 +30,8 @@ from judges.degeneration import assess
 from judges.relevance import novel_content_words
 
 if TYPE_CHECKING:
-    from harness.llm_client import LLMClient
-    from harness.policy import Message
+    from core.llm_client import LLMClient
+    from core.policy import Message
     from judges.relevance import Embedder
     from simulators.profile import Profile
 
@@ -180,7 +180,7 @@ class ModelReward:
 
 def build_reward(settings: RewardSettings, *, client: LLMClient | None, embedder_device: str | torch.device = "cpu"):
     """The reward named by ``settings.kind`` (``client`` serves kind=llm)."""
-    from harness.errors import UserInputError
+    from core.errors import UserInputError
 
     if settings.kind == "rules":
         from judges.relevance import Embedder

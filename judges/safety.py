@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from harness.policy import Message
+    from core.policy import Message
     from judges.backends import JudgeBackend
 
 _TARGET = r"(?:me|him|her|them|us|people|everyone|others|my|the other|those)"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserInputError
-from harness.llm_client import LLMClient
-from harness.policy import Message
-from harness.records import UsageRecord, WinRateRecord, read_rows
+from core.errors import UserInputError
+from core.llm_client import LLMClient
+from core.policy import Message
+from core.records import UsageRecord, WinRate, read_rows
 from judges.backends import JudgeBackend
 from judges.base import Pair, Verdict, Winner
 from judges.pairwise import PairwiseJudge, markdown_table, render_conversation, summarize
@@ -96,7 +96,7 @@ class UserEvalResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     judge: str
-    axes: dict[str, WinRateRecord]
+    axes: dict[str, WinRate]
     rows: list[RowResult]
     llm_usage: dict[str, UsageRecord] | None = Field(None, description="per role ('judge', 'persona'), when an LLM played it")
 
@@ -140,7 +140,7 @@ class UserEval:
                                             persona=p if NEEDS_PERSONA[axis] else None)[0] for r, p in zip(rows, personas)]
         return UserEvalResult(
             judge=self.name,
-            axes={axis: WinRateRecord.of(summarize(v)) for axis, v in verdicts.items()},
+            axes={axis: summarize(v) for axis, v in verdicts.items()},
             rows=[RowResult(id=r.id, persona=p, verdicts={a: v[k].winner for a, v in verdicts.items()}, raw={a: list(v[k].raw) for a, v in verdicts.items()})
                   for k, (r, p) in enumerate(zip(rows, personas))],
         )

@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserInputError
-from harness.policy import Message
-from harness.records import SCHEMA_VERSION, UsageRecord, WinRateRecord, read_rows
+from core.errors import UserInputError
+from core.policy import Message
+from core.records import SCHEMA_VERSION, UsageRecord, WinRate, read_rows
 from judges.base import Judge, Pair, Winner
 from judges.pairwise import markdown_table, summarize
 
@@ -69,7 +69,7 @@ class JudgeResult(BaseModel):
     judge: str
     profile: str | None
     persona: str = Field(description="the persona the judge was given (the rule judge decides by the profile's checks instead)")
-    summary: WinRateRecord
+    summary: WinRate
     rows: list[PairRecord]
     llm_usage: dict[str, UsageRecord] | None = Field(None, description="the judge's LLM calls, when an LLM judged")
 
@@ -119,7 +119,7 @@ def judge_matched(judge: Judge, matched: Matched, persona: str, profile: str | N
     rows = [PairRecord(id=ra.id, prompt=ra.prompt, a_line=la, b_line=lb, a=ra.response, b=rb.response, winner=v.winner, orders=list(v.orders), raw=list(v.raw))
             for ((la, ra), (lb, rb)), v in zip(matched.pairs, verdicts)]
     return JudgeResult(a=str(matched.a), b=str(matched.b), matched_by=matched.by, judge=judge.name, profile=profile, persona=persona,
-                       summary=WinRateRecord.of(summarize(verdicts)), rows=rows)
+                       summary=summarize(verdicts), rows=rows)
 
 
 def summary_markdown(result: JudgeResult) -> str:

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from simulators.base import Followup, Simulator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:
-    from harness.config import SimulatorSettings
+from core.interaction import Followup
+from core.llm_client import LLMSettings, check_backend
+from simulators.base import Simulator
 
-__all__ = ["Followup", "Simulator", "build_simulator"]
+__all__ = ["Followup", "Simulator", "SimulatorSettings", "build_simulator"]
+
+
+class SimulatorSettings(BaseModel):
+    """Who writes the follow-ups: the profile's scripted rules, an LLM through litellm, or a local model.
+
+    ``complain`` is a diagnostic user who complains (with the profile's own complaints) whatever the answer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["scripted", "complain", "llm", "local"] = "scripted"
+    llm: LLMSettings | None = Field(None, description="for kind=llm")
+    model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
+    temperature: float = Field(0.7, ge=0, description="for kind=local")
+    max_tokens: int = Field(64, ge=1, description="for kind=local")
+
+    @model_validator(mode="after")
+    def _complete(self) -> SimulatorSettings:
+        return check_backend(self, "simulator", model_flag="--simulator-model", base_flag="--api-base")
 
 
 def build_simulator(settings: SimulatorSettings) -> Simulator:
@@ -23,7 +42,7 @@ def build_simulator(settings: SimulatorSettings) -> Simulator:
 
         return ComplainingSimulator()
     if settings.kind == "llm":
-        from harness.llm_client import LLMClient
+        from core.llm_client import LLMClient
         from simulators.llm import LLMSimulator
 
         return LLMSimulator(LLMClient(settings.llm))

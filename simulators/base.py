@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from core.interaction import Followup
+
 if TYPE_CHECKING:
-    from harness.policy import Message
+    from core.policy import Message
     from simulators.profile import Profile
-
-
-@dataclass(frozen=True)
-class Followup:
-    """The user's next message, the simulator's raw output, and whether it was a satisfied reply (None: unknown).
-
-    ``failed`` says why there is no message (the simulator's LLM still failed after its retries); such an
-    interaction is recorded and left out of the update.
-    """
-
-    text: str
-    raw: str
-    satisfied: bool | None = None
-    failed: str | None = None
 
 
 class Simulator(Protocol):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.llm_client import LLMClient, ProviderError
-from harness.policy import Message
-from simulators.base import Followup, last_turns
+from core.interaction import Followup
+from core.llm_client import LLMClient, ProviderError
+from core.policy import Message
+from simulators.base import last_turns
 from simulators.profile import Profile
 from simulators.prompt import clean_reply, simulator_messages
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.engine import HFEngine, SamplingParams
-from harness.policy import Message, Policy, PolicySettings
-from simulators.base import Followup, last_turns
+from core.engine import HFEngine, SamplingParams
+from core.interaction import Followup
+from core.policy import Message, Policy, PolicySettings
+from simulators.base import last_turns
 from simulators.profile import Profile
 from simulators.prompt import clean_reply, simulator_messages
 

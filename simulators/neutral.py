@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from harness.errors import UserInputError
-from harness.policy import Message
-from simulators.base import Followup, last_turns
+from core.errors import UserInputError
+from core.interaction import Followup
+from core.policy import Message
+from simulators.base import last_turns
 from simulators.profile import Profile
 
 BUILTIN_POOLS = {

@@ -23,8 +23,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.errors import UserInputError
-from harness.yamlio import load_model_file
+from core.errors import UserInputError
+from core.yamlio import load_model_file
 
 BUILTIN_DIR = Path(__file__).parent / "profiles"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.policy import Message
+from core.policy import Message
 from simulators.profile import Profile
 
 SYSTEM = """You are playing a person who is chatting with an AI assistant. Stay in that role.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.errors import UserInputError
-from harness.policy import Message
-from simulators.base import Followup, last_turns
+from core.errors import UserInputError
+from core.interaction import Followup
+from core.policy import Message
+from simulators.base import last_turns
 from simulators.profile import Profile, pick
 
 

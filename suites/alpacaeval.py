@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from harness.errors import UserInputError, read_text
+from core.errors import UserInputError, read_text
 from judges.backends import JudgeBackend
 from suites.results import MetricResult
 

@@ -12,12 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.engine import HFEngine, SamplingParams
-from harness.evaluate import cached_generate
-from harness.llm_client import LLMClient, LLMSettings
-from harness.policy import Message, Policy, PolicySettings
-from harness.records import read_rows
-from harness.stats import mean_se
+from core.engine import HFEngine, SamplingParams, cached_generate
+from core.llm_client import LLMClient, LLMSettings
+from core.policy import Message, Policy, PolicySettings
+from core.records import read_rows
+from core.stats import mean_se
 from judges.base import Verdict
 from suites.results import MetricResult
 from suites.suite import PersonalizationEntry, Suite, UserEvalEntry
@@ -80,7 +79,7 @@ def run_usereval(entry: UserEvalEntry, suite: Suite, policy: Policy, backend, *,
 
 
 def run_personalization(entry: PersonalizationEntry, suite: Suite, policy: Policy, *, limit: float | None, batch_size: int, device: str) -> tuple[dict[str, MetricResult], dict[str, Any]]:
-    from harness.prompts import PromptSettings, load_prompts
+    from core.prompts import PromptSettings, load_prompts
     from judges import build_judge
     from judges.base import Pair
     from simulators.profile import load_profile

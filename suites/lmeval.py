@@ -13,14 +13,14 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import UserInputError
-from harness.stats import mean_se
+from core.errors import UserInputError
+from core.stats import mean_se
 from suites.nltk_data import ensure_punkt_tab
 from suites.results import MetricResult
 from suites.suite import LMEvalEntry, Suite
 
 if TYPE_CHECKING:
-    from harness.policy import Policy
+    from core.policy import Policy
 
 HUB_HOST = "huggingface.co"
 # lm-eval's per-request failures that mean "the data is not here", not a bug

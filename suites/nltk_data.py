@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.errors import UserInputError
-from harness.runtime import cache_dir
+from core.errors import UserInputError
+from core.runtime import cache_dir
 
 FILES = ("abbrev_types.txt", "collocations.tab", "sent_starters.txt", "ortho_context.tab")
 

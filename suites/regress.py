@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.stats import delta_se, two_sided_p, z_critical
+from core.stats import delta_se, two_sided_p, z_critical
 from suites.results import EvalResult, MetricResult
 
 Verdict = Literal["regressed", "improved", "unchanged"]

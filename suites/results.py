@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.records import SCHEMA_VERSION
+from core.records import SCHEMA_VERSION
 
 
 class MetricResult(BaseModel):

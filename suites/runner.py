@@ -18,11 +18,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.config import JudgeSettings
-from harness.errors import UserInputError
-from harness.models import resolve_model
-from harness.records import now
-from harness.runtime import cache_dir
+from core.errors import UserInputError
+from core.models import resolve_model
+from core.records import now
+from core.runtime import cache_dir
+from judges import JudgeSettings
 from suites.results import EntryResult, EvalResult
 from suites.suite import AlpacaEvalEntry, LMEvalEntry, PersonalizationEntry, Suite, UserEvalEntry
 
@@ -40,7 +40,7 @@ class EvalOptions:
 
 
 def resolve_checkpoint(spec: str, results: Path = Path("results")) -> tuple[Path | str, bool]:
-    """A model spec (see harness.models) or a run (folder or id under ``results``): its treated checkpoint, or its only one.
+    """A model spec (see core.models) or a run (folder or id under ``results``): its treated checkpoint, or its only one.
     Returns the local folder (or hub id) and whether it holds a LoRA adapter."""
     run = Path(spec) if Path(spec).is_dir() else results / spec
     if (run / "config.yaml").is_file() and not (run / "config.json").is_file():
@@ -117,7 +117,7 @@ class Checkpoint:
     @property
     def policy(self):
         if self._policy is None:
-            from harness.policy import Policy, PolicySettings
+            from core.policy import Policy, PolicySettings
 
             policy = Policy.load(PolicySettings(model=str(self.source), device=self.options.device))  # type: ignore[arg-type]
             if self.adapter:
@@ -229,7 +229,7 @@ def _backend(choice: Backend) -> str:
 
 
 def _device(device: str) -> str:
-    from harness.runtime import resolve_device
+    from core.runtime import resolve_device
 
     return resolve_device(device).type  # type: ignore[arg-type]
 

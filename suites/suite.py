@@ -23,9 +23,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from harness.config import JudgeSettings
-from harness.errors import UserInputError
-from harness.yamlio import read_yaml, validate
+from core.errors import UserInputError
+from core.yamlio import read_yaml, validate
+from judges import JudgeSettings
 
 SUITES = Path(__file__).parent
 Limit = Annotated[float, Field(gt=0, description="items per task: an integer count, or a fraction below 1")]
@@ -174,6 +174,6 @@ def load_suite(spec: str) -> Suite:
 
 
 def _entry_line(tree, index: int, field: str | None = None) -> int | None:
-    from harness.yamlio import node_line
+    from core.yamlio import node_line
 
     return node_line(tree, ("entries", index, field) if field else ("entries", index))

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.conversations import Conversation, ImportResult, tuples_of
-from harness.engine import HFEngine, SamplingParams
-from harness.policy import Message, Policy
-from judges.followups import FollowupCase, FollowupClassifier
+from core.conversations import Conversation, ImportResult, tuples_of
+from core.engine import HFEngine, SamplingParams
+from core.followups import FollowupCase, FollowupClassifier
+from core.policy import Message, Policy
 from judges.usereval import UserEvalRow
 
 

@@ -8,8 +8,8 @@ import tempfile
 import pytest
 import torch
 
-from harness.policy import Policy, PolicySettings
-from harness.runtime import quiet_libraries
+from core.policy import Policy, PolicySettings
+from core.runtime import quiet_libraries
 
 
 def pytest_configure(config: pytest.Config) -> None:

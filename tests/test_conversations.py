@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.conversations import ImportSettings, import_stats, load_tuples, read_conversations, tuples_of
-from harness.errors import UserInputError
-from judges.followups import FOLLOWUP_TYPES, FollowupCase, HeuristicClassifier
+from core.conversations import ImportSettings, import_stats, load_tuples, read_conversations, tuples_of
+from core.errors import UserInputError
+from core.followups import FOLLOWUP_TYPES, FollowupCase
+from judges.followups import HeuristicClassifier
 
 SAMPLE = Path(__file__).parent / "data" / "wildchat_sample.jsonl"
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
@@ -59,7 +60,7 @@ def test_missing_file_and_missing_datasets_are_one_line_errors(tmp_path):
 
 def test_history_is_the_last_messages_and_starts_on_a_user_turn():
     turns = [{"conversation_hash": "x", "conversation": [{"role": "user" if k % 2 == 0 else "assistant", "content": f"m{k}"} for k in range(9)]}]
-    from harness.conversations import parse_record
+    from core.conversations import parse_record
 
     conversation = parse_record(turns[0], 1)
     tuples = tuples_of(conversation, context_messages=5)

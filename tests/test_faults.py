@@ -10,9 +10,9 @@ import sys
 import pytest
 import yaml
 
-from harness.errors import UserInputError
-from harness.llm_client import LLMClient, LLMSettings, ProviderError, ResponseCache
-from harness.records import METRIC, InteractionRecord, RunInfo, TrainRecord, read_jsonl
+from core.errors import UserInputError
+from core.llm_client import LLMClient, LLMSettings, ProviderError, ResponseCache
+from core.records import METRIC, InteractionRecord, RunInfo, TrainRecord, read_jsonl
 from simulators.llm import LLMSimulator
 from simulators.profile import load_profile
 

@@ -20,11 +20,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.conversations import load_tuples
+from core.errors import UserInputError
+from core.prompts import PromptSettings, load_prompts
 from harness.cli import run
 from harness.config import RunConfig
-from harness.conversations import load_tuples
-from harness.errors import UserInputError
-from harness.prompts import PromptSettings, load_prompts
 from judges.usereval import load_rows
 from simulators.profile import load_profile_file
 

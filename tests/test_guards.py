@@ -7,8 +7,8 @@ import sys
 
 from safetensors.torch import load_file
 
-from harness.models import resolve_model
-from harness.records import METRIC, EvalRecord, InteractionRecord, RunInfo, read_jsonl
+from core.models import resolve_model
+from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, read_jsonl
 
 from stub_provider import StubProvider
 

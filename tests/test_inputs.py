@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserInputError
-from harness.prompts import PromptSettings, load_prompts
+from core.errors import UserInputError
+from core.prompts import PromptSettings, load_prompts
 from simulators.profile import load_profile, load_profile_file
 
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]

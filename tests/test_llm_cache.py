@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from harness.cli import app
-from harness.llm_client import LLMClient, LLMSettings, ResponseCache
 
 from stub_provider import StubProvider
 

@@ -8,8 +8,8 @@ import sys
 
 import yaml
 
+from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, read_jsonl
 from harness.config import RunConfig
-from harness.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, read_jsonl
 from simulators.neutral import load_pool
 from simulators.profile import load_profile
 

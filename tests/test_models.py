@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-from harness.errors import UserInputError
-from harness.models import embedded_gguf, resolve_model
-from harness.policy import LoraSettings, Policy, PolicySettings
+from core.errors import UserInputError
+from core.models import embedded_gguf, resolve_model
+from core.policy import LoraSettings, Policy, PolicySettings
 from trainers.sdpo import SDPOConfig, SDPOTrainer
 
 from test_sdpo import ANSWER, make_interaction

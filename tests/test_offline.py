@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.conversations import load_tuples
-from harness.llm_client import LLMClient, LLMSettings, ResponseCache
-from harness.state_io import atomic_folder, flatten, load_state, save_state, unflatten
+from core.conversations import load_tuples
+from core.llm_client import LLMClient, LLMSettings, ResponseCache
+from core.state_io import atomic_folder, flatten, load_state, save_state, unflatten
 from judges.backends import LiteLLMBackend
 from judges.followups import HeuristicClassifier
 from judges.usereval import PERSONA_SYSTEM, UserEval, load_rows

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness.engine import HFEngine, SamplingParams
+from core.engine import HFEngine, SamplingParams
 
 
 def test_score_matches_a_full_forward_pass(policy):

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from harness.prompts import BUILTIN
+from core.prompts import BUILTIN
 from simulators.neutral import BUILTIN_POOLS
 from simulators.profile import BUILTIN_DIR, PATTERNS, load_profile_file, sentences, words
 

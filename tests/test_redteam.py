@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
+from core.prompts import BUILTIN_SETS, PromptSettings, load_prompts
+from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
 from harness.config import RunConfig
-from harness.prompts import BUILTIN_SETS, PromptSettings, load_prompts
-from harness.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
 from judges.backends import LiteLLMBackend
 from judges.safety import Exchange, LLMFlagger, RuleFlagger, parse_safety
 from simulators.neutral import load_pool
@@ -74,7 +74,7 @@ def test_every_adversarial_line_is_flagged_and_no_ordinary_profile_or_neutral_li
 
 
 def test_an_llm_flagger_over_http_reads_strict_verdicts_and_fails_closed():
-    from harness.llm_client import LLMClient, LLMSettings
+    from core.llm_client import LLMClient, LLMSettings
 
     def reply(body: dict) -> tuple[str, int, int]:
         followup = body["messages"][-1]["content"].split("The user's follow-up:\n<<<\n")[1].split("\n>>>")[0]

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from harness.records import METRIC, EvalRecord
-from harness.report import curves, final_table, plot
-from harness.stats import interval
+from core.records import METRIC, EvalRecord
+from core.stats import interval
+from harness.curves import curves
+from harness.report import final_table, plot
 
 BASE = dict(n=20, compliance=0.5, clean=0.5, degenerate=0.0, relevant=1.0, mean_words=10.0, apology=0.0, meta=0.0, looping=0.0,
             empty=0.0, truncated=0.0, repetition=0.0, distinct2=1.0, prompt_similarity=0.5, reference_similarity=0.5, kl=0.0, seconds=1.0)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.records import RunInfo
+from core.state_io import flatten, unflatten
 from harness.checkpoint import ArmCheckpoints, ArmState, repair_logs, rng_state, set_rng_state
-from harness.records import RunInfo
-from harness.state_io import flatten, unflatten
 
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 TINY = [

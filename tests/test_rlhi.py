@@ -7,12 +7,11 @@ import sys
 import pytest
 import torch
 
+from core.engine import Generation, HFEngine
+from core.interaction import Followup, Interaction
+from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
 from harness.config import RunConfig
-from harness.engine import Generation, HFEngine
-from harness.interaction import Interaction
-from harness.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
 from judges.reward import Reward
-from simulators.base import Followup
 from simulators.profile import load_profile
 from trainers import RECIPES, RLHIConfig, RLHITrainer
 from trainers.dpo import PreferenceOptimizer, PreferencePair

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from harness.llm_client import LLMClient, LLMSettings, ResponseCache
+from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from judges.backends import LiteLLMBackend
 from judges.followup import FollowupClassifier, heuristic_label, parse_label
 from judges.persona import heuristic_persona, infer_persona, persona_system
@@ -199,7 +199,7 @@ def test_rules_reward_prefers_compliant_relevant_answers(embedder):
 def test_reward_model_loaded_with_transformers(tmp_path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
-    from harness.models import DEFAULT_MODEL, resolve_model
+    from core.models import DEFAULT_MODEL, resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
     torch.manual_seed(0)

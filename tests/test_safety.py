@@ -8,10 +8,10 @@ import sys
 import pytest
 import yaml
 
+from core.errors import UserInputError
+from core.models import resolve_model
+from core.policy import Policy, PolicySettings
 from harness.cli import check_run_id
-from harness.errors import UserInputError
-from harness.models import resolve_model
-from harness.policy import Policy, PolicySettings
 
 from stub_provider import StubProvider
 

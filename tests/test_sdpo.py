@@ -2,9 +2,8 @@
 
 import torch
 
-from harness.engine import Generation
-from harness.interaction import Interaction
-from simulators.base import Followup
+from core.engine import Generation
+from core.interaction import Followup, Interaction
 from trainers.sdpo import SDPOConfig, SDPOTrainer
 
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from harness.records import InteractionRecord, read_jsonl
+from core.records import InteractionRecord, read_jsonl
 
 from stub_provider import StubProvider
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.engine import HFEngine, SamplingParams
-from harness.llm_client import LLMClient, LLMSettings, ResponseCache
+from core.engine import HFEngine, SamplingParams
+from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from harness.serve import PolicyServer
 from judges.backends import LiteLLMBackend
 from judges.base import Pair

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.config import RunConfig, SimulatorSettings
-from harness.llm_client import LLMSettings
-from simulators import build_simulator
+from core.llm_client import LLMSettings
+from harness.config import RunConfig
+from simulators import SimulatorSettings, build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
 from simulators.profile import load_profile
 

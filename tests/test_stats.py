@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.stats import interval, mean_ci, wilson
+from core.stats import interval, mean_ci, wilson
 
 
 def test_t_interval_across_three_seeds_by_hand():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UserInputError
-from harness.models import resolve_model
-from harness.stats import delta_se, mean_se, two_sided_p, z_critical
+from core.errors import UserInputError
+from core.models import resolve_model
+from core.stats import delta_se, mean_se, two_sided_p, z_critical
 from suites.nltk_data import ensure_punkt_tab
 from suites.regress import compare_metric, regress
 from suites.results import EntryResult, EvalResult, MetricResult

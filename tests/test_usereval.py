@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.llm_client import LLMClient, LLMSettings, ResponseCache
+from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from harness.serve import PolicyServer
 from judges.backends import LiteLLMBackend
 from judges.usereval import AXES, PERSONA_SYSTEM, UserEval, UserEvalResult, UserEvalRow, persona_messages

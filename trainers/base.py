@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.interaction import Interaction
+from core.interaction import Interaction
 
 
 @dataclass

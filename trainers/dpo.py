@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from harness.policy import Policy
+from core.policy import Policy
 from trainers import losses
 
 Objective = Literal["dpo", "sft"]

@@ -18,9 +18,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.interaction import Interaction
-from harness.llm_client import LLMSettings
-from harness.records import GuardDecision
+from core.interaction import Interaction
+from core.llm_client import LLMSettings
+from core.records import GuardDecision
 from judges.safety import Exchange, Flagger
 
 GuardMode = Literal["none", "principles", "skip_flagged", "both"]
@@ -75,7 +75,7 @@ def build_flagger(settings: GuardSettings, device: str = "auto") -> Flagger | No
     if settings.flagger == "rules":
         return RuleFlagger()
     if settings.flagger == "llm":
-        from harness.llm_client import LLMClient
+        from core.llm_client import LLMClient
         from judges.backends import LiteLLMBackend
 
         return LLMFlagger(LiteLLMBackend(LLMClient(settings.llm)))

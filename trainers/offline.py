@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.conversations import InteractionTuple
-from harness.policy import CompletionScorer, Policy
-from judges.followups import FollowupType
+from core.conversations import InteractionTuple
+from core.followups import FollowupType
+from core.policy import CompletionScorer, Policy
 from simulators.neutral import load_pool, pick_neutral
 from trainers import losses
 from trainers.sdpo import PAPER_TEMPLATE

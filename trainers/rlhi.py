@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.engine import Engine, Generation, SamplingParams
-from harness.interaction import Interaction
-from harness.llm_client import LLMSettings
-from harness.policy import Message, Policy
+from core.engine import Engine, Generation, SamplingParams
+from core.interaction import Interaction
+from core.llm_client import LLMSettings
+from core.policy import Message, Policy
 from judges.followup import LABELS, FollowupClassifier, Label
 from judges.persona import PersonaSettings, heuristic_persona, infer_persona, persona_system
 from judges.reward import Reward, RewardSettings
@@ -39,7 +39,7 @@ from trainers.base import StepResult
 from trainers.dpo import Objective, PreferenceOptimizer, PreferencePair
 
 if TYPE_CHECKING:
-    from harness.llm_client import LLMClient
+    from core.llm_client import LLMClient
     from simulators.profile import Profile
 
 Method = Literal["sdpo", "rlhi-rewrite", "rlhi-reward", "rewrite-scratch", "rewrite-nofilter", "reward-agnostic", "sft", "sft-reward"]
@@ -130,7 +130,7 @@ class _Holder:
 
 
 def _client(settings: LLMSettings, max_tokens: int) -> LLMClient:
-    from harness.llm_client import LLMClient
+    from core.llm_client import LLMClient
 
     return LLMClient(settings.model_copy(update={"max_tokens": max_tokens}))
 

@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.interaction import Interaction
-from harness.policy import Policy
+from core.interaction import Interaction
+from core.policy import Policy
 from simulators.neutral import load_pool, pick_neutral
 from trainers import losses
 from trainers.base import StepResult

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserInputError, read_text
+from core.errors import UserInputError, read_text
 
 BUILTIN = Path(__file__).parent / "data" / "prompts.jsonl"
 BUILTIN_SETS = {"builtin": BUILTIN, "redteam": Path(__file__).parent / "data" / "redteam_prompts.jsonl"}

@@ -8,7 +8,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import UserInputError, read_text
+from core.errors import UserInputError, read_text
 
 M = TypeVar("M", bound=BaseModel)
 

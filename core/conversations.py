@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserInputError, read_bytes
-from harness.policy import Message
-from judges.followups import FOLLOWUP_TYPES, FollowupCase, FollowupClassifier, FollowupType
+from core.errors import UserInputError, read_bytes
+from core.followups import FOLLOWUP_TYPES, FollowupCase, FollowupClassifier, FollowupType
+from core.policy import Message
 
 TURN_KEYS = ("conversation", "messages")
 USER_KEYS = ("user_id", "hashed_ip", "user")

@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from harness.errors import UserInputError, read_text
+from core.errors import UserInputError, read_text
 
 if TYPE_CHECKING:
-    from harness.llm_client import LLMUsage
-    from judges.pairwise import WinRate
+    from core.llm_client import LLMUsage
 
 SCHEMA_VERSION = 1
 Row = TypeVar("Row", bound=BaseModel)
@@ -169,13 +168,18 @@ class UsageRecord(BaseModel):
 
 def usage_records(usage: Mapping[str, LLMUsage | None]) -> dict[str, UsageRecord] | None:
     """Per role, what an LLM spent, leaving out roles no LLM played or that made no call (None when none is left)."""
-    from harness.llm_client import LLMUsage
+    from core.llm_client import LLMUsage
 
     return {role: UsageRecord(**dataclasses.asdict(u)) for role, u in usage.items() if u and u != LLMUsage()} or None
 
 
-class WinRateRecord(BaseModel):
-    """A pairwise judge's summary over rows (see judges.pairwise.WinRate), A's record against B."""
+class WinRate(BaseModel):
+    """A's record against B over a set of pairwise verdicts (one per prompt); written as is into the run's records.
+
+    ``win_rate`` counts ties as half a win and ``decisive`` drops them (wins / (wins + losses)); both leave invalid
+    verdicts out and are None when nothing is left. ``win_low``/``win_high`` are a seeded bootstrap 95% interval of
+    ``win_rate`` over prompts. ``swap_agreement`` is the share of pairs judged validly in both orders whose orders agree.
+    """
 
     model_config = ConfigDict(extra="forbid")
     n: int
@@ -190,12 +194,9 @@ class WinRateRecord(BaseModel):
     swap_agreement: float | None = Field(description="share of pairs judged validly in both orders whose orders agree (None: an order-free judge)")
     invalid_rate: float
 
-    @classmethod
-    def of(cls, summary: WinRate) -> WinRateRecord:
-        low, high = summary.ci or (None, None)
-        fields = dataclasses.asdict(summary)
-        del fields["ci"]
-        return cls(**fields, win_low=low, win_high=high)
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        return None if self.win_low is None or self.win_high is None else (self.win_low, self.win_high)
 
 
 MetricRecord = Annotated[TrainRecord | EvalRecord, Field(discriminator="kind")]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from core.runtime import cache_dir
+
 if TYPE_CHECKING:
-    from harness.policy import Policy
+    from core.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -80,3 +85,22 @@ class HFEngine:
             tokens = row[: row.index(policy.eos_token_id) + 1] if finished else row
             results.append(Generation(text=policy.decode(tokens), token_ids=tuple(tokens), finished=finished))
         return results
+
+
+def cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], params: SamplingParams) -> list[Generation]:
+    """Greedy answers of an untrained model, cached on disk: same weights file, contexts and settings → same answers."""
+    import transformers
+
+    source = str(policy.model.name_or_path)
+    stamp = [f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in sorted(Path(source).glob("*.safetensors"))]
+    key = json.dumps([source, stamp, contexts, params.max_new_tokens, getattr(engine, "batch_size", None), str(policy.device),
+                      str(policy.model.dtype), torch.__version__, transformers.__version__])
+    path = cache_dir() / "answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+    if path.is_file():
+        return [Generation(a["text"], tuple(a["token_ids"]), a["finished"]) for a in json.loads(path.read_text())]
+    answers = engine.generate(contexts, params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
+    tmp.replace(path)
+    return answers

@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import RunError, UserInputError
-from harness.policy import Message
-from harness.runtime import cache_dir
+from core.errors import RunError, UserInputError
+from core.policy import Message
+from core.runtime import cache_dir
 
 SETTINGS_ERRORS = {
     400: "the provider rejected the request: check the model name and the settings",
@@ -252,3 +252,12 @@ class LLMClient:
 def _redact(text: str, secret: str | None) -> str:
     """``text`` with the API key masked (providers sometimes echo it in error messages)."""
     return text.replace(secret, "***") if secret else text
+
+
+def check_backend(settings, role: str, *, model_flag: str, base_flag: str):
+    """A simulator's or judge's settings name what their kind needs: llm settings for 'llm', a model for 'local'."""
+    if settings.kind == "llm" and settings.llm is None:
+        raise ValueError(f"{role} kind 'llm' needs llm settings ({model_flag}, and {base_flag} for a local server)")
+    if settings.kind == "local" and not settings.model:
+        raise ValueError(f"{role} kind 'local' needs a model ({model_flag})")
+    return settings

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.models import DEFAULT_MODEL, resolve_model
-from harness.runtime import DeviceName, default_dtype, resolve_device
+from core.models import DEFAULT_MODEL, resolve_model
+from core.runtime import DeviceName, default_dtype, resolve_device
 
 Message = dict[str, str]
 
