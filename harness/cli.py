@@ -220,12 +220,14 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
     if o["rlhi_model"] or o["rlhi_api_base"] or o["rlhi_api_key_env"]:
         llm = {"model": o["rlhi_model"] or "openai/local", "api_base": o["rlhi_api_base"], "api_key_env": o["rlhi_api_key_env"]}
         _set_path(data, "rlhi.llm", {k: v for k, v in llm.items() if v is not None})
+    from harness.yamlio import load_value
+
     for item in o["set_"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
         try:
-            value = yaml.safe_load(raw)
+            value = load_value(raw)  # YAML 1.2 booleans: --set eval.persona=off stays 'off'
         except yaml.YAMLError as exc:
             raise UserInputError(f"--set {item}: not a YAML value ({getattr(exc, 'problem', None) or 'unreadable'})") from None
         _set_path(data, key.strip(), value)
@@ -977,7 +979,9 @@ def train(
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
-            _set_path(raw, key.strip(), yaml.safe_load(value))
+            from harness.yamlio import load_value
+
+            _set_path(raw, key.strip(), load_value(value))  # YAML 1.2 booleans, as for personalize
         if "data" not in raw:
             raise UserInputError("--data is required (a conversation file or hf:NAME), or --config / --resume")
         resolved = _validate_train(raw, config)

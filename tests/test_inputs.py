@@ -125,6 +125,20 @@ def test_dry_run_prints_a_config_that_validates_again(tmp_path):
     assert config.trainer.lr == 1e-5 and config.trainer.epochs == 2 and config.control is False
 
 
+def test_set_reads_values_with_yaml_1_2_booleans(tmp_path):
+    from harness.config import RunConfig
+    from harness.yamlio import load_value
+
+    assert [load_value(v) for v in ("off", "on", "yes", "no", "y", "n", "true", "False", "2", "1.5", "null")] == [
+        "off", "on", "yes", "no", "y", "n", True, False, 2, 1.5, None]
+    result = cli("personalize", "--set", "eval.persona=off", "--set", "eval.truncated_is_degenerate=true", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    config = RunConfig.from_file(write(tmp_path / "config.yaml", result.stdout))
+    assert config.eval.persona == "off" and config.eval.truncated_is_degenerate is True
+    wrong = cli("personalize", "--set", "eval.persona=on", "--dry-run")  # a string, so the error lists the allowed values
+    assert wrong.returncode == 2 and "'off', 'trainer' or 'profile'" in wrong.stderr, wrong.stderr
+
+
 def test_personalize_help_documents_every_option_and_its_default():
     from harness.cli import personalize
 
