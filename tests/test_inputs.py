@@ -139,6 +139,18 @@ def test_set_reads_values_with_yaml_1_2_booleans(tmp_path):
     assert wrong.returncode == 2 and "'off', 'trainer' or 'profile'" in wrong.stderr, wrong.stderr
 
 
+def test_a_profile_without_checks_is_refused_under_the_scripted_user_before_any_model_loads(tmp_path):
+    plain = write(tmp_path / "plain.yaml", "name: plain\ndescription: I like answers that suit me, whatever that means.\n")
+    for extra in (["--dry-run"], ["--results", str(tmp_path / "results")], ["--simulator", "complain", "--dry-run"]):
+        result = cli("personalize", "--profile", str(plain), *extra)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "profile 'plain' has no checks" in result.stderr
+        assert "add checks" in result.stderr and "--simulator llm" in result.stderr
+    assert not (tmp_path / "results").exists()  # refused before the run folder (and any model)
+    llm = cli("personalize", "--profile", str(plain), "--simulator-model", "openai/x", "--api-base", "http://127.0.0.1:9/v1", "--dry-run")
+    assert llm.returncode == 0, llm.stderr
+
+
 def test_personalize_help_documents_every_option_and_its_default():
     from harness.cli import personalize
 
