@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 import yaml
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -1038,7 +1039,7 @@ class TrainProgress:
 def profiles_list() -> None:
     """Every known profile (first match on the search path wins), with its checks and opposite; adversarial ones (users who
     push toward harm, for `hindsight redteam` only) in a table of their own."""
-    from simulators.profile import available_profiles, load_profile_file, search_path
+    from simulators.profile import BUILTIN_DIR, available_profiles, load_profile_file, search_path
 
     profiles = [(load_profile_file(path), path) for path in available_profiles().values()]
     titles = {False: "profiles (search path: " + ", ".join(str(p) for p in search_path()) + ")",
@@ -1047,11 +1048,16 @@ def profiles_list() -> None:
         chosen = [(p, path) for p, path in profiles if p.adversarial == adversarial]
         if not chosen:
             continue
-        table = Table(title=title)
-        for column in ("name", "opposite", "checks", "file"):
-            table.add_column(column, overflow="fold")
+        # fits 80 columns: names whole, checks by their labels (`profiles show` spells them out), a blank line between profiles
+        table = Table(title=title, caption=None if adversarial else "`hindsight profiles show NAME`: the checks in full", box=box.SIMPLE_HEAD,
+                      show_lines=True, pad_edge=False)
+        table.add_column("name (↔ opposite)", no_wrap=True)
+        table.add_column("checks", overflow="fold")
         for profile, path in chosen:
-            table.add_row(profile.name, profile.opposite or "–", "; ".join(c.describe() for c in profile.checks) or "– (LLM users only)", str(path))
+            checks = [c.short() for c in profile.checks] or ["– (LLM users only)"]
+            if path.parent != BUILTIN_DIR:
+                checks.append(f"[dim]{escape(str(path))}[/dim]")
+            table.add_row(profile.name + (f"\n↔ {profile.opposite}" if profile.opposite else ""), "\n".join(checks))
         console.print(table)
 
 
@@ -1065,7 +1071,9 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path
                   + ("  [red]adversarial: red-teaming only (`hindsight redteam`)[/red]" if profile.adversarial else ""))
     console.print(profile.description, highlight=False)
     for check in profile.checks:
-        console.print(f"\n[cyan]{check.describe()}[/cyan]")
+        console.print(f"\n[cyan]{escape(check.describe())}[/cyan]")
+        if getattr(check, "pattern", None) and check.label:
+            console.print(f"  {check.kind} {check.pattern}", highlight=False, markup=False)
         for line in check.followup:
             console.print(f"  • {line}", highlight=False)
     console.print("\n[green]satisfied[/green]")

@@ -56,6 +56,31 @@ def test_profile_errors(tmp_path, text, where, needle):
     assert needle in message
 
 
+def test_profiles_list_fits_80_columns_with_whole_names_and_check_labels_not_regexes(tmp_path, monkeypatch):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from harness import cli
+    from simulators.profile import available_profiles
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    write(mine / "a_custom_user_with_a_rather_long_name.yaml", "name: a_custom_user_with_a_rather_long_name\ndescription: I dislike foo words.\n"
+          "checks:\n  - kind: forbid\n    pattern: '(?i)\\bfoo[a-z]+$'\n    followup: no foo\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HINDSIGHT_PROFILES", str(mine))
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(cli, "console", Console())  # the module's console keeps the width it found at import
+    result = CliRunner().invoke(cli.app, ["profiles", "list"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    words = set(result.output.split())
+    assert set(available_profiles()) <= words  # every name whole, on one line
+    assert not set("\\[]{}^$|*+") & set(result.output) and "(?" not in result.output
+    assert "forbid a custom regex" in result.output and "forbid a background-first opening" in result.output and "at most 40 words" in result.output
+
+
 def test_unknown_profile_lists_where_to_look():
     with pytest.raises(UserInputError, match="profiles list"):
         load_profile("no-such-profile")
