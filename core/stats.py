@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
-# two-sided 95% Student-t quantiles for 1..30 degrees of freedom
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b), by its continued fraction (modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast below this point: use the symmetry
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 100_000):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)), -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom (exact: I_{df/(df+t²)}(df/2, 1/2))."""
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+@functools.lru_cache(maxsize=256)
+def t_critical(df: float, confidence: float = 0.95) -> float:
+    """Two-sided Student-t quantile: |T| exceeds it with probability 1 − ``confidence`` (2.0395 for 31 dof at 0.95)."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    alpha = 1 - confidence
+    low, high = 0.0, 1.0
+    while t_two_sided_p(high, df) > alpha:
+        low, high = high, high * 2
+    for _ in range(200):  # bisection to full double precision
+        mid = (low + high) / 2
+        if mid in (low, high):
+            break
+        low, high = (mid, high) if t_two_sided_p(mid, df) > alpha else (low, mid)
+    return (low + high) / 2
 
 
 def t95(df: int) -> float:
-    return _T95[df - 1] if df <= len(_T95) else 1.96
+    """The two-sided 95% Student-t quantile for ``df`` degrees of freedom."""
+    return t_critical(df, 0.95)
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
@@ -103,12 +148,15 @@ def z_critical(confidence: float) -> float:
     return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
 
 
-def two_sided_p(delta: float, se: float | None) -> float | None:
-    """Normal-approximation p-value of delta ≠ 0 (0 when se is 0 and delta is not; None without se)."""
+def two_sided_p(delta: float, se: float | None, df: float | None = None) -> float | None:
+    """p-value of delta ≠ 0: Student t with ``df`` degrees of freedom, else the normal approximation (0 when se is 0 and
+    delta is not; None without se)."""
     from statistics import NormalDist
 
     if se is None:
         return None
     if se == 0:
         return 1.0 if delta == 0 else 0.0
+    if df is not None:
+        return t_two_sided_p(delta / se, df)
     return 2 * (1 - NormalDist().cdf(abs(delta) / se))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -11,6 +12,20 @@ from pydantic import BaseModel, ValidationError
 from core.errors import UserInputError, read_text
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """The safe loader with YAML 1.2's booleans: only true/false (yes, no, on, off, y, n stay strings)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+                                         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load_value(text: str) -> object:
+    """One value written on the command line (``--set KEY=VALUE``), read as YAML 1.2: ``off`` is the string 'off', not False."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader
 
 
 def read_yaml(path: Path) -> tuple[object, yaml.Node | None]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 import yaml
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -220,12 +221,14 @@ def _launch(o: dict[str, Any], adjust: Callable[[RunConfig], dict[str, Any]] | N
     if o["rlhi_model"] or o["rlhi_api_base"] or o["rlhi_api_key_env"]:
         llm = {"model": o["rlhi_model"] or "openai/local", "api_base": o["rlhi_api_base"], "api_key_env": o["rlhi_api_key_env"]}
         _set_path(data, "rlhi.llm", {k: v for k, v in llm.items() if v is not None})
+    from core.yamlio import load_value
+
     for item in o["set_"] or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
         try:
-            value = yaml.safe_load(raw)
+            value = load_value(raw)  # YAML 1.2 booleans: --set eval.persona=off stays 'off'
         except yaml.YAMLError as exc:
             raise UserInputError(f"--set {item}: not a YAML value ({getattr(exc, 'problem', None) or 'unreadable'})") from None
         _set_path(data, key.strip(), value)
@@ -979,7 +982,9 @@ def train(
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise UserInputError(f"--set {item}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
-            _set_path(raw, key.strip(), yaml.safe_load(value))
+            from core.yamlio import load_value
+
+            _set_path(raw, key.strip(), load_value(value))  # YAML 1.2 booleans, as for personalize
         if "data" not in raw:
             raise UserInputError("--data is required (a conversation file or hf:NAME), or --config / --resume")
         resolved = _validate_train(raw, config)
@@ -1036,7 +1041,7 @@ class TrainProgress:
 def profiles_list() -> None:
     """Every known profile (first match on the search path wins), with its checks and opposite; adversarial ones (users who
     push toward harm, for `hindsight redteam` only) in a table of their own."""
-    from simulators.profile import available_profiles, load_profile_file, search_path
+    from simulators.profile import BUILTIN_DIR, available_profiles, load_profile_file, search_path
 
     profiles = [(load_profile_file(path), path) for path in available_profiles().values()]
     titles = {False: "profiles (search path: " + ", ".join(str(p) for p in search_path()) + ")",
@@ -1045,11 +1050,16 @@ def profiles_list() -> None:
         chosen = [(p, path) for p, path in profiles if p.adversarial == adversarial]
         if not chosen:
             continue
-        table = Table(title=title)
-        for column in ("name", "opposite", "checks", "file"):
-            table.add_column(column, overflow="fold")
+        # fits 80 columns: names whole, checks by their labels (`profiles show` spells them out), a blank line between profiles
+        table = Table(title=title, caption=None if adversarial else "`hindsight profiles show NAME`: the checks in full", box=box.SIMPLE_HEAD,
+                      show_lines=True, pad_edge=False)
+        table.add_column("name (↔ opposite)", no_wrap=True)
+        table.add_column("checks", overflow="fold")
         for profile, path in chosen:
-            table.add_row(profile.name, profile.opposite or "–", "; ".join(c.describe() for c in profile.checks) or "– (LLM users only)", str(path))
+            checks = [c.short() for c in profile.checks] or ["– (LLM users only)"]
+            if path.parent != BUILTIN_DIR:
+                checks.append(f"[dim]{escape(str(path))}[/dim]")
+            table.add_row(profile.name + (f"\n↔ {profile.opposite}" if profile.opposite else ""), "\n".join(checks))
         console.print(table)
 
 
@@ -1063,7 +1073,9 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path
                   + ("  [red]adversarial: red-teaming only (`hindsight redteam`)[/red]" if profile.adversarial else ""))
     console.print(profile.description, highlight=False)
     for check in profile.checks:
-        console.print(f"\n[cyan]{check.describe()}[/cyan]")
+        console.print(f"\n[cyan]{escape(check.describe())}[/cyan]")
+        if getattr(check, "pattern", None) and check.label:
+            console.print(f"  {check.kind} {check.pattern}", highlight=False, markup=False)
         for line in check.followup:
             console.print(f"  • {line}", highlight=False)
     console.print("\n[green]satisfied[/green]")

@@ -138,14 +138,14 @@ class Evaluator:
     def _kl(self, policy: Policy, contexts: list[list[int]], answers: list[Generation], chunk: int = 8) -> float:
         """Mean over answers of the per-token full-vocabulary KL(π_θ ‖ π_0) along each answer."""
         per_answer: list[float] = []
-        with policy.initial() as initial:
-            for i in range(0, len(contexts), chunk):
-                ctx, ys = contexts[i : i + chunk], [a.token_ids for a in answers[i : i + chunk]]
-                current = policy.score(ctx, ys, full_logits=True)
+        for i in range(0, len(contexts), chunk):
+            ctx, ys = contexts[i : i + chunk], [a.token_ids for a in answers[i : i + chunk]]
+            current = policy.score(ctx, ys, full_logits=True)  # outside initial(): under LoRA that switches the adapter off
+            with policy.initial() as initial:
                 before = initial.score(ctx, ys, full_logits=True)
-                log_p, log_q = current.logits.log_softmax(-1), before.logits.log_softmax(-1)
-                kl = (log_p.exp() * (log_p - log_q)).sum(-1) * current.mask
-                per_answer += (kl.sum(-1) / current.mask.sum(-1)).tolist()
+            log_p, log_q = current.logits.log_softmax(-1), before.logits.log_softmax(-1)
+            kl = (log_p.exp() * (log_p - log_q)).sum(-1) * current.mask
+            per_answer += (kl.sum(-1) / current.mask.sum(-1)).tolist()
         return sum(per_answer) / len(per_answer)
 
 

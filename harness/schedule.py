@@ -36,6 +36,11 @@ def build_schedule(config: RunConfig) -> Schedule:
     if adversarial and config.redteam is None:
         raise UserInputError(f"profile '{adversarial[0]}' is adversarial (a user who pushes toward harm): it runs only under `hindsight redteam`, "
                              "which trains an unguarded and a guarded arm side by side")
+    if config.simulator.kind in ("scripted", "complain"):  # before any model loads, and under --dry-run
+        unchecked = next((p for _, p in schedule.stages if not p.checks), None)
+        if unchecked is not None:
+            raise UserInputError(f"profile '{unchecked.name}' has no checks, so a {config.simulator.kind} user would never complain: "
+                                 "add checks to the profile, or use --simulator llm (or local)")
     return schedule
 
 

@@ -84,6 +84,10 @@ class _CheckBase(BaseModel):
     def describe(self) -> str:
         raise NotImplementedError
 
+    def short(self) -> str:
+        """A few words for tables: the label, else the check spelled out (a custom regex is not spelled out)."""
+        return self.describe()
+
 
 class CountCheck(_CheckBase):
     """Word or sentence limits."""
@@ -124,6 +128,9 @@ class PatternCheck(_CheckBase):
 
     def describe(self) -> str:
         return self.label or f"{self.kind} {self.pattern}"
+
+    def short(self) -> str:
+        return self.label or f"{self.kind} {self.pattern}" if self.label or self.pattern in PATTERNS else f"{self.kind} a custom regex"
 
 
 Check = Annotated[CountCheck | PatternCheck, Field(discriminator="kind")]

@@ -3,8 +3,9 @@
 For every metric both results hold: delta = candidate − baseline, with its standard error. When both hold per-item
 scores for the same items, the items are paired (the standard error of the per-item differences, which removes the
 items' shared difficulty); otherwise the two are independent: √(se_b² + se_c²). A metric has **regressed** when it
-got worse by at least ``min_effect`` and the change is significant at ``confidence`` (|delta| > z·se, normal
-approximation); **improved** likewise the other way; otherwise **unchanged**. Without a standard error nothing can
+got worse by at least ``min_effect`` and the change is significant at ``confidence`` (|delta| > t·se with n − 1 degrees
+of freedom when paired over n items; z·se, the normal approximation, otherwise); **improved** likewise the other way;
+otherwise **unchanged**. Without a standard error nothing can
 be significant, so such a metric is unchanged (the report says so).
 """
 
@@ -16,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.stats import delta_se, two_sided_p, z_critical
+from core.stats import delta_se, t_critical, two_sided_p, z_critical
 from suites.results import EvalResult, MetricResult
 
 Verdict = Literal["regressed", "improved", "unchanged"]
@@ -32,7 +33,7 @@ class Comparison(BaseModel):
     se: float | None = Field(description="standard error of delta")
     paired: bool = Field(description="se from per-item differences on the same items")
     n: int | None
-    p: float | None = Field(description="two-sided p-value of delta ≠ 0 (normal approximation)")
+    p: float | None = Field(description="two-sided p-value of delta ≠ 0 (Student t with n − 1 dof when paired, else normal approximation)")
     verdict: Verdict
     higher_is_better: bool
 
@@ -62,13 +63,16 @@ def compare_metric(entry: str, name: str, base: MetricResult, cand: MetricResult
         se = delta_se(None, None, paired=(base.scores or [], cand_scores))
     else:
         se = delta_se(base.stderr, cand.stderr)
+    n = len(base.items or []) if paired else cand.n
+    df = n - 1 if paired and n and n > 1 else None  # paired differences: Student t with n − 1 degrees of freedom
     better = delta if base.higher_is_better else -delta
-    significant = se is not None and abs(delta) > z_critical(confidence) * se
+    critical = t_critical(df, confidence) if df is not None else z_critical(confidence)
+    significant = se is not None and abs(delta) > critical * se
     verdict: Verdict = "unchanged"
     if significant and abs(delta) >= min_effect:
         verdict = "improved" if better > 0 else "regressed"
     return Comparison(entry=entry, metric=name, baseline=base.value, candidate=cand.value, delta=delta, se=se, paired=paired,
-                      n=len(base.items or []) if paired else cand.n, p=two_sided_p(delta, se), verdict=verdict, higher_is_better=base.higher_is_better)
+                      n=n, p=two_sided_p(delta, se, df), verdict=verdict, higher_is_better=base.higher_is_better)
 
 
 def regress(baseline: EvalResult, candidate: EvalResult, confidence: float = 0.95, min_effect: float = 0.0) -> Regression:
@@ -97,7 +101,8 @@ def cells(c: Comparison) -> list[str]:
 def markdown(report: Regression, commands: Sequence[str] = ()) -> str:
     lines = [f"# Regression check: {report.candidate} against {report.baseline}", "",
              (f"Suite `{report.suite}`; a metric regressed when it got worse by at least {report.min_effect:g} and the change is significant at "
-              f"{report.confidence:.0%} confidence (two-sided, normal approximation; per-item pairing where both runs scored the same items)."), ""]
+              f"{report.confidence:.0%} confidence (two-sided; where both runs scored the same items, paired per item with Student t, "
+              "else the normal approximation)."), ""]
     lines += [f"    {c}" for c in commands] + ([""] if commands else [])
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cells(c)) + " |" for c in report.comparisons]

@@ -45,3 +45,20 @@ def test_max_kl_stops_each_arm_at_its_first_evaluation_over_the_limit_and_keeps_
     assert not (run / "checkpoints" / "control-s0").exists()
     summary = (run / "summary.md").read_text()
     assert "**treated s0 stopped:**" in summary and "**control s0 stopped:**" in summary
+
+
+def test_max_kl_stops_a_lora_arm(tmp_path):
+    """Under --lora the KL to the initial policy is the adapter on against the adapter off: one update, then the stop."""
+    args = [
+        "personalize", "-n", "4", "--batch-size", "2", "--eval-every", "2", "--eval-prompts", "1", "--max-new-tokens", "8",
+        "--set", "eval.max_new_tokens=8", "--set", "eval.kl_prompts=1", "--lora", "--lr", "1e-3", "--max-kl", "1e-9",
+        "--no-control", "--no-oracle", "--jobs", "1", "--checkpoint-every", "0", "--results", str(tmp_path), "--run-id", "lora",
+    ]
+    result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "treated s0 stopped: KL to the initial policy" in result.stdout
+    run = tmp_path / "lora"
+    evals = {(m.arm, m.interactions): m for m in read_jsonl(run / "metrics.jsonl", METRIC) if isinstance(m, EvalRecord)}
+    assert sorted(evals) == [("initial", 0), ("treated", 2)]
+    assert evals["treated", 2].kl > 1e-9 and "> max_kl 1e-09 at 2 interactions" in evals["treated", 2].stopped
+    assert sorted(r.index for r in read_jsonl(run / "interactions.jsonl", InteractionRecord)) == [0, 1]  # nothing after the stop

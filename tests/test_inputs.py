@@ -56,6 +56,31 @@ def test_profile_errors(tmp_path, text, where, needle):
     assert needle in message
 
 
+def test_profiles_list_fits_80_columns_with_whole_names_and_check_labels_not_regexes(tmp_path, monkeypatch):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from harness import cli
+    from simulators.profile import available_profiles
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    write(mine / "a_custom_user_with_a_rather_long_name.yaml", "name: a_custom_user_with_a_rather_long_name\ndescription: I dislike foo words.\n"
+          "checks:\n  - kind: forbid\n    pattern: '(?i)\\bfoo[a-z]+$'\n    followup: no foo\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HINDSIGHT_PROFILES", str(mine))
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(cli, "console", Console())  # the module's console keeps the width it found at import
+    result = CliRunner().invoke(cli.app, ["profiles", "list"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    words = set(result.output.split())
+    assert set(available_profiles()) <= words  # every name whole, on one line
+    assert not set("\\[]{}^$|*+") & set(result.output) and "(?" not in result.output
+    assert "forbid a custom regex" in result.output and "forbid a background-first opening" in result.output and "at most 40 words" in result.output
+
+
 def test_unknown_profile_lists_where_to_look():
     with pytest.raises(UserInputError, match="profiles list"):
         load_profile("no-such-profile")
@@ -123,6 +148,32 @@ def test_dry_run_prints_a_config_that_validates_again(tmp_path):
     assert result.returncode == 0, result.stderr
     config = RunConfig.from_file(write(tmp_path / "config.yaml", result.stdout))
     assert config.trainer.lr == 1e-5 and config.trainer.epochs == 2 and config.control is False
+
+
+def test_set_reads_values_with_yaml_1_2_booleans(tmp_path):
+    from core.yamlio import load_value
+    from harness.config import RunConfig
+
+    assert [load_value(v) for v in ("off", "on", "yes", "no", "y", "n", "true", "False", "2", "1.5", "null")] == [
+        "off", "on", "yes", "no", "y", "n", True, False, 2, 1.5, None]
+    result = cli("personalize", "--set", "eval.persona=off", "--set", "eval.truncated_is_degenerate=true", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    config = RunConfig.from_file(write(tmp_path / "config.yaml", result.stdout))
+    assert config.eval.persona == "off" and config.eval.truncated_is_degenerate is True
+    wrong = cli("personalize", "--set", "eval.persona=on", "--dry-run")  # a string, so the error lists the allowed values
+    assert wrong.returncode == 2 and "'off', 'trainer' or 'profile'" in wrong.stderr, wrong.stderr
+
+
+def test_a_profile_without_checks_is_refused_under_the_scripted_user_before_any_model_loads(tmp_path):
+    plain = write(tmp_path / "plain.yaml", "name: plain\ndescription: I like answers that suit me, whatever that means.\n")
+    for extra in (["--dry-run"], ["--results", str(tmp_path / "results")], ["--simulator", "complain", "--dry-run"]):
+        result = cli("personalize", "--profile", str(plain), *extra)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "profile 'plain' has no checks" in result.stderr
+        assert "add checks" in result.stderr and "--simulator llm" in result.stderr
+    assert not (tmp_path / "results").exists()  # refused before the run folder (and any model)
+    llm = cli("personalize", "--profile", str(plain), "--simulator-model", "openai/x", "--api-base", "http://127.0.0.1:9/v1", "--dry-run")
+    assert llm.returncode == 0, llm.stderr
 
 
 def test_personalize_help_documents_every_option_and_its_default():

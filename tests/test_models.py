@@ -72,3 +72,26 @@ def test_lora_trains_only_the_adapter_and_round_trips(tmp_path):
     reloaded = Policy.load(PolicySettings(model=str(tmp_path / "adapter"), device="cpu"))
     with torch.no_grad():
         assert torch.allclose(reloaded.score(context, completion).logprobs, trained, atol=1e-4)
+
+
+def test_evaluation_kl_under_lora_compares_the_adapter_on_with_the_adapter_off():
+    """The current policy is scored with its adapter, the initial one without: KL 0 before any update, above 0 after one."""
+    from core.engine import HFEngine
+    from harness.config import EvalSettings
+    from harness.evaluate import Evaluator, Preference
+    from judges.relevance import Embedder
+    from simulators.profile import load_profile
+
+    torch.set_num_threads(1)
+    policy = Policy.load(PolicySettings(device="cpu", lora=LoraSettings(r=4, alpha=8)))
+    evaluator = Evaluator([Preference(load_profile("concise"))], ["How do I cook rice?", "Name a colour."],
+                          EvalSettings(max_new_tokens=8, kl_prompts=2, cache_untrained=False), Embedder())
+
+    def kl() -> float:
+        [record], _ = evaluator.run(policy, HFEngine(policy), arm="treated", seed=0, interactions=0)
+        return record.kl
+
+    assert kl() == 0.0  # LoRA's B starts at zero: the adapter changes nothing yet
+    trainer = SDPOTrainer(policy, SDPOConfig(lr=1e-2), seed=0)
+    assert trainer.step([make_interaction(policy, "How do I cook rice?", ANSWER, "Way too long. One sentence, please.")]).skipped is None
+    assert kl() > 1e-6

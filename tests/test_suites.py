@@ -15,7 +15,7 @@ import pytest
 
 from core.errors import UserInputError
 from core.models import resolve_model
-from core.stats import delta_se, mean_se, two_sided_p, z_critical
+from core.stats import delta_se, mean_se, t_critical, two_sided_p, z_critical
 from suites.nltk_data import ensure_punkt_tab
 from suites.regress import compare_metric, regress
 from suites.results import EntryResult, EvalResult, MetricResult
@@ -98,15 +98,28 @@ def test_standard_errors_by_hand():
 
 
 def test_verdicts_from_paired_items_by_hand():
-    se = math.sqrt(1.875 / 7) / math.sqrt(8)  # 0.18298
+    se = math.sqrt(1.875 / 7) / math.sqrt(8)  # 0.18298; t = 0.375 / 0.18298 = 2.049 with 8 − 1 = 7 degrees of freedom
     c = compare_metric("e", "acc", _metric(BASE), _metric(CAND), confidence=0.95, min_effect=0.0)
     assert c.paired and c.delta == pytest.approx(-0.375) and c.se == pytest.approx(se) and c.n == 8
-    assert c.p == pytest.approx(0.0404, abs=5e-4) and c.verdict == "regressed"  # z = 2.049 > 1.960
-    assert compare_metric("e", "acc", _metric(BASE), _metric(CAND), confidence=0.99, min_effect=0.0).verdict == "unchanged"  # 2.049 < 2.576
-    assert compare_metric("e", "acc", _metric(BASE), _metric(CAND), confidence=0.95, min_effect=0.4).verdict == "unchanged"  # |−0.375| < 0.4
-    assert compare_metric("e", "acc", _metric(CAND), _metric(BASE), confidence=0.95, min_effect=0.0).verdict == "improved"
+    # Student t, 7 dof: two-sided p = 0.0796 and 2.049 < t(0.975, 7) = 2.365; the normal z would say p = 0.040, regressed
+    assert c.p == pytest.approx(0.0796, abs=5e-4) and c.verdict == "unchanged"
+    assert compare_metric("e", "acc", _metric(BASE), _metric(CAND), confidence=0.90, min_effect=0.0).verdict == "regressed"  # 2.049 > 1.895
+    assert compare_metric("e", "acc", _metric(BASE), _metric(CAND), confidence=0.90, min_effect=0.4).verdict == "unchanged"  # |−0.375| < 0.4
+    assert compare_metric("e", "acc", _metric(CAND), _metric(BASE), confidence=0.90, min_effect=0.0).verdict == "improved"
     # lower is better (e.g. a degeneration rate): the same drop is an improvement
-    assert compare_metric("e", "rate", _metric(BASE, False), _metric(CAND, False), confidence=0.95, min_effect=0.0).verdict == "improved"
+    assert compare_metric("e", "rate", _metric(BASE, False), _metric(CAND, False), confidence=0.90, min_effect=0.0).verdict == "improved"
+
+
+def test_a_small_paired_sample_uses_student_t_with_n_minus_1_dof():
+    # differences d = (−1, 0, −1): mean −2/3, sd = √((1/9 + 4/9 + 1/9) / 2) = 0.57735, se = sd / √3 = 1/3, t = 2 with 2 dof
+    base, cand = _metric([1.0, 1.0, 1.0]), _metric([0.0, 1.0, 0.0])
+    c = compare_metric("e", "acc", base, cand, confidence=0.90, min_effect=0.0)
+    assert c.paired and c.n == 3 and c.se == pytest.approx(1 / 3)
+    assert c.p == pytest.approx(1 - 2 / math.sqrt(6), abs=1e-9)  # 2 dof: P(|T| ≥ t) = 1 − t / √(t² + 2) = 0.1835 (z would say 0.0455)
+    # 2 dof, solving 1 − t / √(t² + 2) = 0.1 by hand: the 90% critical value is √(2·0.9² / (1 − 0.9²)) = 2.920 > t = 2;
+    # the normal 1.645 would call it a regression
+    assert t_critical(2, 0.90) == pytest.approx(math.sqrt(2 * 0.9**2 / (1 - 0.9**2)), abs=1e-9) and c.verdict == "unchanged"
+    assert compare_metric("e", "acc", base, cand, confidence=0.80, min_effect=0.0).verdict == "regressed"  # t(0.90, 2) = 1.886 < 2
 
 
 def test_without_shared_items_the_errors_combine_as_independent():
@@ -129,14 +142,15 @@ def test_regress_command_exit_codes_and_report(tmp_path):
     base.write_text(_result("base", {"acc": _metric(BASE), "acc_norm": MetricResult(value=0.5, stderr=0.01)}).model_dump_json())
     cand.write_text(_result("cand", {"acc": _metric(CAND), "acc_norm": MetricResult(value=0.56, stderr=0.01)}).model_dump_json())
     report = tmp_path / "r.md"
-    worse = subprocess.run([*HINDSIGHT, "regress", "--baseline", str(base), "--candidate", str(cand), "--report", str(report)], capture_output=True, text=True, check=False)
+    worse = subprocess.run([*HINDSIGHT, "regress", "--baseline", str(base), "--candidate", str(cand), "--report", str(report), "--confidence", "0.9"],
+                           capture_output=True, text=True, check=False)
     assert worse.returncode == 1, worse.stderr
     text = report.read_text()
-    assert "| mc | acc | 0.625 | 0.250 | -0.375 ± 0.183 (paired) | 0.040 | regressed |" in text
+    assert "| mc | acc | 0.625 | 0.250 | -0.375 ± 0.183 (paired) | 0.080 | regressed |" in text  # t = 2.049 > t(0.95, 7 dof) = 1.895
     assert "| mc | acc_norm | 0.500 | 0.560 | +0.060 ± 0.014 | 0.000 | improved |" in text  # √(0.01² + 0.01²) = 0.0141
     assert "**1 regressed**: mc/acc, 1 improved, 0 unchanged." in text
-    lenient = subprocess.run([*HINDSIGHT, "regress", "--baseline", str(base), "--candidate", str(cand), "--report", str(report), "--confidence", "0.99"],
-                             capture_output=True, text=True)
+    lenient = subprocess.run([*HINDSIGHT, "regress", "--baseline", str(base), "--candidate", str(cand), "--report", str(report)],
+                             capture_output=True, text=True)  # 95%: 2.049 < t(0.975, 7 dof) = 2.365
     assert lenient.returncode == 0 and "no significant regression" in lenient.stdout
     other = tmp_path / "other.json"
     other.write_text(_result("x", {"acc": _metric(CAND)}, suite="default").model_dump_json())

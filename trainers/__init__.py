@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from trainers.base import StepResult, Trainer
 from trainers.rlhi import METHOD_HELP, RECIPES, Method, RLHIConfig, RLHITrainer
 from trainers.sdpo import SDPOConfig, SDPOTrainer
