@@ -32,7 +32,7 @@ def read_yaml(path: Path) -> tuple[object, yaml.Node | None]:
     """Parsed data and its node tree (for line numbers); YAML syntax errors become UserInputError."""
     text = read_text(path)
     try:
-        return yaml.safe_load(text), yaml.compose(text)
+        return yaml.load(text, Loader=_Yaml12Loader), yaml.compose(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

@@ -162,6 +162,8 @@ def test_set_reads_values_with_yaml_1_2_booleans(tmp_path):
     assert config.eval.persona == "off" and config.eval.truncated_is_degenerate is True
     wrong = cli("personalize", "--set", "eval.persona=on", "--dry-run")  # a string, so the error lists the allowed values
     assert wrong.returncode == 2 and "'off', 'trainer' or 'profile'" in wrong.stderr, wrong.stderr
+    by_hand = RunConfig.from_file(write(tmp_path / "by_hand.yaml", "eval:\n  persona: off\n  truncated_is_degenerate: true\n"))
+    assert by_hand.eval.persona == "off" and by_hand.eval.truncated_is_degenerate is True  # a --config file reads YAML 1.2 too
 
 
 def test_a_profile_without_checks_is_refused_under_the_scripted_user_before_any_model_loads(tmp_path):
