@@ -191,7 +191,10 @@ def regress(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(markdown(result, [shlex.join(["hindsight", *sys.argv[1:]])]), encoding="utf-8")
     worse = result.regressed
-    console.print(f"[bold red]{len(worse)} regressed[/bold red]: " + ", ".join(f"{c.entry}/{c.metric}" for c in worse) if worse else "[green]no significant regression[/green]")
+    if worse:
+        console.print(f"[bold red]{len(worse)} regressed[/bold red]: " + ", ".join(f"{c.entry}/{c.metric}" for c in worse))
+    else:
+        console.print("[green]no significant regression[/green]")
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     raise typer.Exit(1 if worse else 0)
 

@@ -51,7 +51,8 @@ def usereval(
     rows: Annotated[Path, typer.Argument(help=(
         "JSONL, one object a line: prompt (text or messages), response, reference, optional history (past conversations as message lists, "
         "or past messages and follow-ups as text), optional id."))],
-    judge: Annotated[ModelJudge, typer.Option(help="llm (any litellm model) or local (a local model's verdict-token probabilities).")] = ModelJudge("llm"),  # type: ignore[valid-type]
+    judge: Annotated[ModelJudge, typer.Option(help=(  # type: ignore[valid-type]
+        "llm (any litellm model) or local (a local model's verdict-token probabilities)."))] = ModelJudge("llm"),
     judge_model: JudgeModel = None,
     judge_api_base: JudgeApiBase = None,
     judge_api_key_env: JudgeKeyEnv = None,

@@ -66,10 +66,11 @@ SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override 
 FILE_HELP = ('Conversations: JSONL, one {"conversation": [{"role", "content"}, ...], "hashed_ip"|"user_id", "language", "model", "timestamp"} a line, '
              "or hf:NAME[:SPLIT] (needs `datasets`).")
 MaxTurnChars = Annotated[Optional[int], typer.Option(help="Drop conversations with a turn longer than this. (default: 4096)", min=1, rich_help_panel="Filters")]
-MaxConversationChars = Annotated[Optional[int], typer.Option(help="Drop conversations longer than this in all. (default: 100000)", min=1, rich_help_panel="Filters")]
+MaxConversationChars = Annotated[Optional[int], typer.Option(help="Drop conversations longer than this in all. (default: 100000)", min=1,
+                                                            rich_help_panel="Filters")]
 MinMessages = Annotated[Optional[int], typer.Option(help="Drop conversations with fewer messages. (default: 3)", min=2, rich_help_panel="Filters")]
-Languages = Annotated[Optional[list[str]], typer.Option("--language", help="Keep only this language (repeatable, case-insensitive, e.g. English). (default: all)",
-                                                        rich_help_panel="Filters")]
+Languages = Annotated[Optional[list[str]], typer.Option("--language", rich_help_panel="Filters", help=(
+    "Keep only this language (repeatable, case-insensitive, e.g. English). (default: all)"))]
 ContextMessages = Annotated[Optional[int], typer.Option(help="History kept before an answer: the last N messages, starting on a user turn. (default: 5)", min=1,
                                                         rich_help_panel="Filters")]
 Limit = Annotated[Optional[int], typer.Option(help="Read at most N records. (default: all)", min=1, rich_help_panel="Filters")]
@@ -114,9 +115,11 @@ class RunOptions:
     model: Annotated[Optional[str], typer.Option(rich_help_panel="What", help=(
         "Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. (default: smollm2-135m)"))] = _key("policy.model")
     prompts: Annotated[Optional[str], typer.Option(rich_help_panel="What", help=(
-        "'builtin', 'redteam' (everyday-risk requests), a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), or hf:NAME."))] = _key("prompts.source")
+        "'builtin', 'redteam' (everyday-risk requests), a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), "
+        "or hf:NAME."))] = _key("prompts.source")
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", rich_help_panel="What", help=(
-        "DANGEROUS: run the Python code a hub model ships with (it runs with your permissions); only for models you trust. (default: off)"))] = _key(default=False)
+        "DANGEROUS: run the Python code a hub model ships with (it runs with your permissions); only for models you trust. "
+        "(default: off)"))] = _key(default=False)
     interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", min=1, rich_help_panel="Budget", help=(
         "Interactions per arm. (default: 64)"))] = _key("interactions")
     batch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help="Interactions per update. (default: 4)")] = _key("batch_size")
@@ -181,7 +184,8 @@ class RunOptions:
     lr: Annotated[Optional[float], typer.Option(rich_help_panel="Trainer", help=(
         "Learning rate of the method's update (trainer.lr for sdpo, rlhi.lr for the others). (default: 2e-5)"))] = _key()
     loss: Annotated[Optional[Loss], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
-        "sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). (default: sampled_token)"))] = _key("trainer.loss")
+        "sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). "
+        "(default: sampled_token)"))] = _key("trainer.loss")
     advantage_reference: Annotated[Optional[AdvantageReference], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
         ADVANTAGE_REFERENCE_HELP + " (default: neutral)"))] = _key("trainer.advantage_reference")
     baseline: Annotated[Optional[AdvantageReference], typer.Option(hidden=True, help="Deprecated: --advantage-reference.")] = _key()  # type: ignore[valid-type]

@@ -28,17 +28,25 @@ def runs(results: Results = RESULTS, as_json: AsJson = False) -> None:
         _json({"results": str(results), "runs": rows})
         return
     table = Table(title=f"runs in {results}")
-    table.add_column("run", overflow="fold", no_wrap=False, min_width=min(40, max((len(r["run"]) for r in rows), default=3)))
+    table.add_column("run", no_wrap=True)
     for column in ("status", "profile", "treated", "control", "oracle", "seconds"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column)
+    lines = []
     for row in rows:
         clean = row["clean"]
         cells = [f"{clean[a]:.2f}" if a in clean else "–" for a in ("treated", "control", "oracle")]
-        table.add_row(row["run"], row["status"] or "?", str(row["profile"] or "?"), *cells, f"{row['seconds']:.0f}" if row["seconds"] else "–")
-    console.print(table)
-    if rows and console.width < 120:  # a narrow terminal folds the id column: print each id whole, to copy
-        for row in rows:
-            console.print(row["run"], highlight=False, markup=False, soft_wrap=True)
+        seconds = f"{row['seconds']:.0f}" if row["seconds"] else "–"
+        table.add_row(row["run"], row["status"] or "?", str(row["profile"] or "?"), *cells, seconds)
+        lines.append((row["run"], f"    {row['status'] or '?'} · {row['profile'] or '?'} · treated {cells[0]} · control {cells[1]} · "
+                                  f"oracle {cells[2]} · {seconds} s"))
+    if console.measure(table, options=console.options.update(max_width=10**6)).maximum <= console.width:
+        console.print(table)
+        return
+    # too narrow for the table: each id whole on its own line (never cut, to copy), its details below
+    console.print(f"[bold]runs in {results}[/bold]", highlight=False)
+    for run_id, details in lines:
+        console.print(run_id, highlight=False, markup=False, soft_wrap=True)
+        console.print(details, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command(rich_help_panel="Runs")

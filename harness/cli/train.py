@@ -54,10 +54,12 @@ def train(
         "Tuples per optimizer step over all processes. (default: 8; the paper: 32)"))] = None,
     micro_batch: Annotated[Optional[int], typer.Option(rich_help_panel="Budget", min=1, help=(
         "Tuples per forward pass on one process (gradients accumulate). (default: 4)"))] = None,
-    max_prompt_tokens: Annotated[Optional[int], typer.Option(help="Contexts keep their last N tokens. (default: 2048)", min=16, rich_help_panel="Budget")] = None,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option(help="Contexts keep their last N tokens. (default: 2048)", min=16,
+                                                             rich_help_panel="Budget")] = None,
     max_completion_tokens: Annotated[Optional[int], typer.Option(help="Answers are cut to N tokens. (default: 2048)", min=1, rich_help_panel="Budget")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. (default: 2e-6, the paper)", rich_help_panel="Trainer")] = None,
-    schedule: Annotated[Optional[Schedule], typer.Option(help="cosine or constant after the warm-up. (default: cosine)", rich_help_panel="Trainer")] = None,  # type: ignore
+    schedule: Annotated[Optional[Schedule], typer.Option(  # type: ignore[valid-type]
+        help="cosine or constant after the warm-up. (default: cosine)", rich_help_panel="Trainer")] = None,
     warmup_ratio: Annotated[Optional[float], typer.Option(help="Share of steps warming up. (default: 0.05)", rich_help_panel="Trainer")] = None,
     ignore_first_k: Annotated[Optional[int], typer.Option(rich_help_panel="Trainer", min=0, help=(
         "Leave the first k answer tokens out of the SDPO loss. (default: 2)"))] = None,
@@ -78,7 +80,8 @@ def train(
     context_messages: ContextMessages = None,
     limit: Limit = None,
     save_every: Annotated[Optional[int], typer.Option(help="Checkpoint every N steps (and at the end). (default: 50)", min=1, rich_help_panel="Run")] = None,
-    device: Annotated[Optional[Device], typer.Option(help="auto (CUDA when present), cpu or cuda. (default: auto)", rich_help_panel="Run")] = None,  # type: ignore
+    device: Annotated[Optional[Device], typer.Option(  # type: ignore[valid-type]
+        help="auto (CUDA when present), cpu or cuda. (default: auto)", rich_help_panel="Run")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch threads per process. (default: 1)", min=1, rich_help_panel="Run")] = None,
     resume: Annotated[Optional[Path], typer.Option(rich_help_panel="Run", help=(
         "Continue the run in this folder from its newest checkpoint (its train.yaml is the config; only --stop-after applies)."))] = None,
