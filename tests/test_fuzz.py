@@ -17,6 +17,7 @@ from pathlib import Path
 from unittest import mock
 
 import yaml
+from conftest import HINDSIGHT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,6 @@ from harness.config import RunConfig
 from judges.usereval import load_rows
 from simulators.profile import load_profile_file
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 EXAMPLES = {"loader": 100, "cli": 60, "subprocess": 4}  # 4 loaders × 100 + 2 × 60 in-process CLI + 4 subprocess runs
 FAST = settings(max_examples=EXAMPLES["loader"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLI = settings(max_examples=EXAMPLES["cli"], deadline=None, suppress_health_check=[HealthCheck.too_slow])

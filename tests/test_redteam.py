@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import HINDSIGHT
 
 from core.prompts import BUILTIN_SETS, PromptSettings, load_prompts
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
@@ -23,7 +23,6 @@ from trainers.sdpo import SDPOConfig, SDPOTrainer
 from stub_provider import StubProvider
 from test_sdpo import ANSWER, make_interaction, weights
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 WIDE = {**os.environ, "COLUMNS": "220"}
 ALL = [load_profile_file(path) for path in sorted(BUILTIN_DIR.glob("*.yaml"))]
 ADVERSARIAL = [p for p in ALL if p.adversarial]

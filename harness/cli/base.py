@@ -65,16 +65,33 @@ def warn(message: str) -> None:
 def run_app() -> None:
     """Run ``app`` with one-line errors (exit 2) for bad input, tracebacks only with --debug.
 
-    Usage errors (unknown options, bad values) are click's own, also exit 2. A run that cannot go on (RunError:
-    a provider still failing, the failure budget spent) is one line too, exit 1.
+    Usage errors (unknown options, a value that is not one of an option's choices) are one line too, exit 2. A run that
+    cannot go on (RunError: a provider still failing, the failure budget spent) is one line, exit 1.
     """
     from core.errors import RunError
 
     try:
-        app()
+        from typer._click import exceptions as click  # typer vendors click (0.2x)
+    except ImportError:  # older typer: click itself
+        from click import exceptions as click  # type: ignore[no-redef]
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:  # `hindsight data`: the group's help, as click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        fail(exc.format_message().replace("Value error, ", "").rstrip(".") + where, exc, code=exc.exit_code)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc, code=exc.exit_code)
+    except typer.Abort as exc:
+        fail("aborted", exc, code=1)
     except UserInputError as exc:
         fail(exc.render(), exc)
     except ValidationError as exc:
         fail(validation_errors(exc), exc)
     except RunError as exc:
         fail(str(exc), exc, code=1)
+    if isinstance(code, int) and code:  # typer.Exit(1) (regress), 130 on Ctrl-C: returned, not raised, outside standalone mode
+        sys.exit(code)
