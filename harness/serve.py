@@ -166,3 +166,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server API)
         if self.server.verbose:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def load_server(model: str, host: str = "127.0.0.1", port: int = 0, device: str = "auto", threads: int | None = None, verbose: bool = True) -> PolicyServer:
+    """Check the port, load ``model`` for inference and bind a PolicyServer to it (named after the model's file or folder)."""
+    from pathlib import Path
+
+    from core.policy import PolicySettings
+    from core.runtime import quiet_libraries, set_threads
+
+    check_port(host, port)  # a port in use fails now, not after the model loads
+    quiet_libraries()
+    set_threads(threads)
+    policy = Policy.load(PolicySettings(model=model, device=device))  # type: ignore[arg-type]
+    policy.model.eval().requires_grad_(False)
+    name = Path(model).stem if model.endswith(".gguf") else Path(model).name
+    return PolicyServer(policy, model_name=name, host=host, port=port, verbose=verbose)

@@ -74,31 +74,13 @@ def usereval(
 
       hindsight usereval turns.jsonl --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
     """
-    from core.llm_client import LLMClient, LLMSettings
-    from core.records import usage_records
-    from judges import llm_usage, local_backend
-    from judges.backends import LiteLLMBackend
-    from judges.usereval import UserEval, load_rows, summary_markdown
-    from simulators.profile import load_profile
+    from harness.judging import usereval_files
 
     settings = judge_settings(judge, judge_model, judge_api_base, judge_api_key_env, kinds=("llm", "local"))
-    if persona and profile:
-        raise UserInputError("give --persona or --profile, not both")
-    data = load_rows(rows)
-    fallback = persona or (load_profile(profile).description if profile else None)
-    judge_client = LLMClient(settings.llm) if settings.llm else None
-    backend = LiteLLMBackend(judge_client) if judge_client else local_backend(settings.model, "auto")
-    persona_spec = persona_model or (judge_client.settings.model if judge_client else None)
-    persona_client = None
-    if persona_spec:
-        persona_client = LLMClient(LLMSettings(model=persona_spec, api_base=persona_api_base or judge_api_base, api_key_env=judge_api_key_env, max_tokens=200))
-    result = UserEval(backend, persona_client).evaluate(data, persona=fallback)
-    result.llm_usage = usage_records({"judge": llm_usage(backend), "persona": persona_client.usage() if persona_client else None})
-    folder = out or RESULTS / f"usereval-{slug(rows.stem)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "usereval.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
-    (folder / "summary.md").write_text(summary_markdown(result, str(rows)), encoding="utf-8")
-    console.print(win_rate_table(f"UserEval of {rows} ({len(data)} rows, judge {result.judge})", "axis", result.axes))
+    done = usereval_files(rows, settings, out or RESULTS / f"usereval-{slug(rows.stem)}", persona_model=persona_model,
+                          persona_api_base=persona_api_base or judge_api_base, persona_api_key_env=judge_api_key_env, persona=persona, profile=profile)
+    result, folder = done.result, done.folder
+    console.print(win_rate_table(f"UserEval of {rows} ({done.rows} rows, judge {result.judge})", "axis", result.axes))
     console.print(f"wrote {folder / 'usereval.json'} and {folder / 'summary.md'}", highlight=False, soft_wrap=True)
 
 
@@ -138,26 +120,12 @@ def judge_files(
 
       hindsight judge a.jsonl b.jsonl --profile concise --judge-model openai/gpt-4o-mini --judge-api-key-env OPENAI_API_KEY
     """
-    from core.records import usage_records, write_json
-    from judges import build_judge, llm_usage
-    from judges.versus import judge_matched, match_files, summary_markdown
-    from simulators.profile import load_profile
+    from harness.judging import judge_two_files
 
     settings = judge_settings(judge, judge_model, judge_api_base, judge_api_key_env, kinds=("rules", "llm", "local"))
-    chosen = load_profile(profile) if profile else None
-    text = persona or (chosen.description if chosen else None)
-    if not text:
-        raise UserInputError("give --profile (or --persona): the user the judge decides for")
-    matched = match_files(a, b)
-    arbiter = build_judge(settings, chosen)
-    assert arbiter is not None  # settings.kind is never none here
-    result = judge_matched(arbiter, matched, text, chosen.name if chosen else None)
-    result.llm_usage = usage_records({"judge": llm_usage(arbiter)})
-    folder = out or RESULTS / f"judge-{slug(a.stem)}-vs-{slug(b.stem)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "judge.json", result)
-    (folder / "summary.md").write_text(summary_markdown(result), encoding="utf-8")
-    console.print(f"A = {a}, B = {b}: {len(result.rows)} rows paired by {matched.by}, judge {result.judge}", highlight=False, soft_wrap=True)
+    done = judge_two_files(a, b, settings, out or RESULTS / f"judge-{slug(a.stem)}-vs-{slug(b.stem)}", profile=profile, persona=persona)
+    result, folder = done.result, done.folder
+    console.print(f"A = {a}, B = {b}: {len(result.rows)} rows paired by {done.matched_by}, judge {result.judge}", highlight=False, soft_wrap=True)
     console.print(win_rate_table("A against B", "file", {"A": result.summary}))
     for role, u in (result.llm_usage or {}).items():
         console.print(f"LLM {role}: {u.describe()}", highlight=False)

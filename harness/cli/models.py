@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -70,18 +69,9 @@ def serve(
 
     Use it as an LLM user or judge: --simulator llm --simulator-model openai/NAME --api-base http://HOST:PORT/v1
     """
-    from harness.serve import check_port
+    from harness.serve import load_server
 
-    check_port(host, port)  # a port in use fails now, not after the model loads
-    from core.policy import Policy, PolicySettings
-    from core.runtime import quiet_libraries, set_threads
-    from harness.serve import PolicyServer
-
-    quiet_libraries()
-    set_threads(threads)
-    policy = Policy.load(PolicySettings(model=model, device=plain(device)))
-    policy.model.eval().requires_grad_(False)
-    server = PolicyServer(policy, model_name=Path(model).stem if model.endswith(".gguf") else Path(model).name, host=host, port=port, verbose=True)
+    server = load_server(model, host, port, plain(device), threads)
     typer.echo(f"serving {model} at {server.url} (model name '{server.model_name}'; Ctrl-C stops)")
     try:
         server.serve_forever()
