@@ -154,8 +154,15 @@ def run_row(folder: Path) -> dict[str, Any]:
     }
 
 
-def list_runs(results: Path) -> list[dict[str, Any]]:
-    return [run_row(folder) for folder in sorted(p for p in results.glob("*") if (p / "config.yaml").is_file())]
+def list_runs(results: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs under ``results`` (a row each), and one line for each run whose files cannot be read (file:line, why)."""
+    rows, broken = [], []
+    for folder in sorted(p for p in results.glob("*") if (p / "config.yaml").is_file()):
+        try:
+            rows.append(run_row(folder))
+        except UserInputError as exc:
+            broken.append(exc.render())
+    return rows, broken
 
 
 def run_summary(folder: Path) -> dict[str, Any]:

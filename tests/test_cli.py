@@ -193,9 +193,13 @@ def test_show_and_compare_on_broken_files_name_file_and_line(cli, tmp_path):
     folder = fake_run(tmp_path, "bad")
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     (folder / "metrics.jsonl").write_text(lines[0] + "\n{not json\n" + "\n".join(lines[1:]) + "\n", encoding="utf-8")
-    for command in (["show", "bad"], ["compare", "bad"], ["runs"]):
+    for command in (["show", "bad"], ["compare", "bad"]):
         line = one_line(cli(*command, "--results", str(tmp_path)))
         assert f"{folder / 'metrics.jsonl'}:2: not JSON" in line, line
+    fake_run(tmp_path, "good")
+    listed = cli("runs", "--results", str(tmp_path), "--json")
+    assert listed.code == 0 and [r["run"] for r in json.loads(listed.stdout)["runs"]] == ["good"]
+    assert listed.stderr.strip() == f"warning: left out: {folder / 'metrics.jsonl'}:2: not JSON (Expecting property name enclosed in double quotes)"
     (folder / "metrics.jsonl").write_text('{"kind": "eval", "arm": "treated"}\n', encoding="utf-8")
     assert f"{folder / 'metrics.jsonl'}:1: not a metrics record" in one_line(cli("show", "bad", "--results", str(tmp_path)))
     (folder / "config.yaml").write_text("profile: [concise\n", encoding="utf-8")

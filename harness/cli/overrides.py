@@ -101,12 +101,9 @@ class Overrides:
         if origins:
             origin = self.origin[max(origins, key=len)]
             return f"{origin}: " + (message if origin.startswith("--set") else f"{message} (field '{field}')")
-        if self.source is not None and field and self.get(field, _MISSING) is not _MISSING:
-            return UserInputError(message, path=self.source, line=node_line(self.tree, loc), field=field).render()
+        if self.source is not None and (field or not self.origin):  # the file's (a whole-config error is the file's only when no option is given)
+            return UserInputError(message, path=self.source, line=node_line(self.tree, loc), field=field or None).render()
         return f"field '{field}': {message}" if field else message
-
-
-_MISSING = object()
 
 
 def advantage_reference_key(section: type[BaseModel], prefix: str) -> str:

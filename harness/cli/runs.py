@@ -20,12 +20,17 @@ def _json(document: Any) -> None:
 
 @app.command(rich_help_panel="Runs")
 def runs(results: Results = RESULTS, as_json: AsJson = False) -> None:
-    """List runs under results/ with their status and last clean compliance per arm (ids are never cut)."""
+    """List runs under results/ with their status and last clean compliance per arm (ids are never cut).
+
+    A run whose files cannot be read is left out, with a line on stderr naming the file and line.
+    """
     from harness.runs import list_runs
 
-    rows = list_runs(results)
+    rows, broken = list_runs(results)
+    for problem in broken:
+        warn(f"left out: {problem}")
     if as_json:
-        _json({"results": str(results), "runs": rows})
+        _json({"results": str(results), "runs": rows, "unreadable": broken})
         return
     table = Table(title=f"runs in {results}")
     table.add_column("run", no_wrap=True)
