@@ -140,7 +140,7 @@ def test_an_adversarial_profile_runs_only_under_redteam():
     assert config.redteam.guard == "skip_flagged" and config.trainer.guard.mode == "none" and config.prompts.source == "redteam"
     assert config.arms() == [("treated", 0), ("guarded", 0)] and config.trainer_for("guarded").guard.mode == "skip_flagged"
     bad = subprocess.run([*HINDSIGHT, "redteam", "--guard", "none", "--dry-run"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--guard none" in bad.stderr
+    assert bad.returncode == 2 and "Invalid value for '--guard': 'none' is not one of" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 # ---- the guard in the trainer (real SmolLM2) ----
