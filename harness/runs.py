@@ -121,7 +121,22 @@ def preflight(config: RunConfig) -> RunConfig:
     config = config.with_budgets(max(p.min_words() for p in build_schedule(config).scored))
     load_prompts(config.prompts)
     load_pool(config.neutral_pool)
+    check_api_keys(config.model_dump(mode="json"))
     return config
+
+
+def check_api_keys(data: Any, where: str = "") -> None:
+    """Every ``api_key_env`` in the config names a set variable: an unset one is reported now, not as a failing provider
+    after the model has loaded and the retries are spent."""
+    import os
+
+    if isinstance(data, dict):
+        name = data.get("api_key_env")
+        if isinstance(name, str) and name and not os.environ.get(name):
+            raise UserInputError(f"the environment variable {name} is not set or empty (field '{where}api_key_env', the API key of "
+                                 f"{data.get('model') or 'the LLM'}); export it, or name another variable")
+        for key, value in data.items():
+            check_api_keys(value, f"{where}{key}.")
 
 
 def _last(evals: list[EvalRecord]) -> list[dict[str, Any]]:

@@ -244,3 +244,11 @@ def test_an_unset_api_key_variable_is_reported_at_once(monkeypatch, tmp_path):
     with pytest.raises(UserInputError, match="HINDSIGHT_TEST_UNSET_KEY .*is not set"):
         client.complete([{"role": "user", "content": "hi"}])
     assert client.usage().retries == 0
+
+
+def test_an_unset_api_key_variable_fails_the_dry_run(cli, monkeypatch):
+    monkeypatch.delenv("HINDSIGHT_TEST_UNSET_KEY", raising=False)
+    line = one_line(cli("personalize", "--judge-model", "openai/x", "--judge-api-key-env", "HINDSIGHT_TEST_UNSET_KEY", "--dry-run"))
+    assert "HINDSIGHT_TEST_UNSET_KEY is not set" in line and "judge.llm.api_key_env" in line, line
+    monkeypatch.setenv("HINDSIGHT_TEST_UNSET_KEY", "sk-test")
+    assert cli("personalize", "--judge-model", "openai/x", "--judge-api-key-env", "HINDSIGHT_TEST_UNSET_KEY", "--dry-run").code == 0

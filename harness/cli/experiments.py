@@ -98,7 +98,7 @@ def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
     from harness.cli.runs import show
     from harness.config import RunConfig
     from harness.loop import personalize as run_personalize
-    from harness.runs import check_resumable, run_dir
+    from harness.runs import check_api_keys, check_resumable, run_dir
 
     given = sorted({*own, *(f for f in options.given() if f not in ("--resume", "--results"))})
     if given:
@@ -106,6 +106,7 @@ def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
     folder = run_dir(options.resume, options.results)  # type: ignore[arg-type]
     check_resumable(folder)
     config = RunConfig.from_file(folder / "config.yaml")
+    check_api_keys(config.model_dump(mode="json"))
     console.print(f"[bold]resuming[/bold] {folder}")
     with LiveProgress(config) as progress, resume_hint(folder):
         info = run_personalize(config, folder, progress.handle, resume=True)
