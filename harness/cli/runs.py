@@ -115,7 +115,7 @@ def compare(
     from harness.curves import Point as P
     from harness.runs import compare_runs, run_dir
 
-    folders = list({str(f): f for f in (run_dir(r, results) for r in runs_)}.values())
+    folders = [run_dir(r, results) for r in runs_]
     compared = compare_runs(folders)
     for gone in compared["dropped"]:
         warn(f"{gone['run']} left out: {gone['reason']}")
