@@ -91,7 +91,7 @@ class Filters:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
-def _key(config_key: str | None = None, default: Any = None) -> Any:
+def config_field(config_key: str | None = None, default: Any = None) -> Any:
     """A RunOptions field: its default and the config key it sets (None: handled by name in overrides.run_overrides)."""
     return field(default=default, metadata={"key": config_key})
 
@@ -111,124 +111,124 @@ class RunOptions:
     """The options of `hindsight personalize` (and of flip, continual and redteam), typed; ``key`` metadata: the config key."""
 
     profile: Annotated[Optional[str], typer.Option("--profile", "-p", rich_help_panel="What", help=(
-        "Profile name (`hindsight profiles list`) or path to a profile YAML. (default: concise)"))] = _key("profile")
+        "Profile name (`hindsight profiles list`) or path to a profile YAML. (default: concise)"))] = config_field("profile")
     model: Annotated[Optional[str], typer.Option(rich_help_panel="What", help=(
-        "Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. (default: smollm2-135m)"))] = _key("policy.model")
+        "Policy: 'smollm2-135m' (embedded), a .gguf file, a model folder or a hub id. (default: smollm2-135m)"))] = config_field("policy.model")
     prompts: Annotated[Optional[str], typer.Option(rich_help_panel="What", help=(
         "'builtin', 'redteam' (everyday-risk requests), a JSONL file of {\"prompt\": ...} (optional \"split\": train|heldout), "
-        "or hf:NAME."))] = _key("prompts.source")
+        "or hf:NAME."))] = config_field("prompts.source")
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", rich_help_panel="What", help=(
         "DANGEROUS: run the Python code a hub model ships with (it runs with your permissions); only for models you trust. "
-        "(default: off)"))] = _key(default=False)
+        "(default: off)"))] = config_field(default=False)
     interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", min=1, rich_help_panel="Budget", help=(
-        "Interactions per arm. (default: 64)"))] = _key("interactions")
-    batch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help="Interactions per update. (default: 4)")] = _key("batch_size")
+        "Interactions per arm. (default: 64)"))] = config_field("interactions")
+    batch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help="Interactions per update. (default: 4)")] = config_field("batch_size")
     eval_every: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help=(
-        "Evaluate every K interactions (multiple of batch size). (default: 32)"))] = _key("eval.every")
+        "Evaluate every K interactions (multiple of batch size). (default: 32)"))] = config_field("eval.every")
     eval_prompts: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help=(
-        "Held-out prompts per evaluation. (default: 32)"))] = _key("prompts.eval_prompts")
+        "Held-out prompts per evaluation. (default: 32)"))] = config_field("prompts.eval_prompts")
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help=(
-        "Longest training answer in tokens. (default: 96, more for profiles with a word minimum)"))] = _key("generation.max_new_tokens")
-    seed: Annotated[Optional[int], typer.Option(rich_help_panel="Budget", help="First seed. (default: 0)")] = _key("seed")
+        "Longest training answer in tokens. (default: 96, more for profiles with a word minimum)"))] = config_field("generation.max_new_tokens")
+    seed: Annotated[Optional[int], typer.Option(rich_help_panel="Budget", help="First seed. (default: 0)")] = config_field("seed")
     seeds: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help=(
-        "Repeat with N seeds; curves show means with 95% intervals. (default: 1)"))] = _key("seeds")
+        "Repeat with N seeds; curves show means with 95% intervals. (default: 1)"))] = config_field("seeds")
     eval_persona: Annotated[Optional[EvalPersona], typer.Option(rich_help_panel="Budget", help=(  # type: ignore[valid-type]
         "Persona-guided inference at evaluation: off, trainer (the RLHI trainer's current persona in the system prompt), "
-        "profile (the profile's description: an oracle). (default: off)"))] = _key("eval.persona")
+        "profile (the profile's description: an oracle). (default: off)"))] = config_field("eval.persona")
     control: Annotated[Optional[bool], typer.Option("--control/--no-control", rich_help_panel="Arms", help=(
         "Also run an identical arm whose user only sends neutral messages: tells learning from the hindsight prompt's own pull. "
-        "(default: on)"))] = _key("control")
+        "(default: on)"))] = config_field("control")
     oracle: Annotated[Optional[bool], typer.Option("--oracle/--no-oracle", rich_help_panel="Arms", help=(
-        "Also evaluate the untrained model with the profile in its system prompt (reference line). (default: on)"))] = _key("oracle")
+        "Also evaluate the untrained model with the profile in its system prompt (reference line). (default: on)"))] = config_field("oracle")
     neutral_pool: Annotated[Optional[str], typer.Option(rich_help_panel="Arms", help=(
         "Messages of the control arm's user and of the neutral advantage reference: builtin (small talk, acknowledgements), "
-        "unrelated (unrelated questions) or a text file, one message per line. (default: builtin)"))] = _key("neutral_pool")
+        "unrelated (unrelated questions) or a text file, one message per line. (default: builtin)"))] = config_field("neutral_pool")
     simulator: Annotated[Optional[SimulatorKind], typer.Option(rich_help_panel="User", help=(  # type: ignore[valid-type]
         "Who writes follow-ups: scripted (profile rules, offline), llm (litellm), local (a local model), "
-        "complain (diagnostic: complains whatever the answer). (default: scripted)"))] = _key("simulator.kind")
+        "complain (diagnostic: complains whatever the answer). (default: scripted)"))] = config_field("simulator.kind")
     simulator_model: Annotated[Optional[str], typer.Option(rich_help_panel="User", help=(
-        "For --simulator llm: a litellm model ('openai/NAME' with --api-base); for local: a model spec."))] = _key()
+        "For --simulator llm: a litellm model ('openai/NAME' with --api-base); for local: a model spec."))] = config_field()
     api_base: Annotated[Optional[str], typer.Option(rich_help_panel="User", help=(
-        "OpenAI-compatible base URL for --simulator llm, e.g. http://127.0.0.1:8000/v1."))] = _key()
+        "OpenAI-compatible base URL for --simulator llm, e.g. http://127.0.0.1:8000/v1."))] = config_field()
     api_key_env: Annotated[Optional[str], typer.Option(rich_help_panel="User", help=(
-        "Name of the environment variable holding the API key (the key itself is never stored)."))] = _key()
+        "Name of the environment variable holding the API key (the key itself is never stored)."))] = config_field()
     judge: Annotated[Optional[JudgeKind], typer.Option(rich_help_panel="Judge", help=(  # type: ignore[valid-type]
         "Who judges each held-out answer against the untrained model's (win rate vs initial): rules (the profile's checks, offline), "
-        "llm (litellm, both orders), local (a local model's verdict-token probabilities, both orders), none. (default: rules)"))] = _key("judge.kind")
+        "llm (litellm, both orders), local (a local model's verdict-token probabilities, both orders), none. (default: rules)"))] = config_field("judge.kind")
     judge_model: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
-        "For --judge llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. Giving it without --judge means llm."))] = _key()
+        "For --judge llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. Giving it without --judge means llm."))] = config_field()
     judge_api_base: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
-        "OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`)."))] = _key()
+        "OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`)."))] = config_field()
     judge_api_key_env: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
-        "Name of the environment variable holding the judge's API key (the key itself is never stored)."))] = _key()
-    method: Annotated[Optional[Method], typer.Option(rich_help_panel="Method", help=METHOD_HELP)] = _key("method")  # type: ignore[valid-type]
-    beta: Annotated[Optional[float], typer.Option(rich_help_panel="Method", help="DPO β of the RLHI methods. (default: 0.1)")] = _key("rlhi.beta")
+        "Name of the environment variable holding the judge's API key (the key itself is never stored)."))] = config_field()
+    method: Annotated[Optional[Method], typer.Option(rich_help_panel="Method", help=METHOD_HELP)] = config_field("method")  # type: ignore[valid-type]
+    beta: Annotated[Optional[float], typer.Option(rich_help_panel="Method", help="DPO β of the RLHI methods. (default: 0.1)")] = config_field("rlhi.beta")
     persona: Annotated[Optional[PersonaSource], typer.Option(rich_help_panel="Method", help=(  # type: ignore[valid-type]
         "RLHI persona: heuristic (offline: the user's most frequent feedback), inferred (--rlhi-model summarizes the user's messages), "
-        "profile (the simulated user's description: an oracle), none. (default: heuristic)"))] = _key("rlhi.persona.source")
+        "profile (the simulated user's description: an oracle), none. (default: heuristic)"))] = config_field("rlhi.persona.source")
     reward: Annotated[Optional[RewardKind], typer.Option(rich_help_panel="Method", help=(  # type: ignore[valid-type]
         "RLHI persona-conditioned reward: rules (offline: profile checks + MiniLM relevance − degeneration; reads the profile, an oracle), "
         "llm (--rlhi-model rates 1-10), model (--set rlhi.reward.model=DIR: a transformers sequence-classification reward model). "
-        "(default: rules)"))] = _key("rlhi.reward.kind")
+        "(default: rules)"))] = config_field("rlhi.reward.kind")
     classifier: Annotated[Optional[ClassifierKind], typer.Option(rich_help_panel="Method", help=(  # type: ignore[valid-type]
         "RLHI follow-up classifier: heuristic (offline), llm (--rlhi-model), local (--set rlhi.classifier_model=SPEC). "
-        "(default: heuristic)"))] = _key("rlhi.classifier")
+        "(default: heuristic)"))] = config_field("rlhi.classifier")
     candidates: Annotated[Optional[int], typer.Option(min=2, rich_help_panel="Method", help=(
-        "rlhi-reward: answers sampled per request. (default: 4)"))] = _key("rlhi.candidates")
+        "rlhi-reward: answers sampled per request. (default: 4)"))] = config_field("rlhi.candidates")
     rlhi_model: Annotated[Optional[str], typer.Option(rich_help_panel="Method", help=(
-        "The LLM behind --classifier llm, --persona inferred and --reward llm: a litellm model ('openai/NAME' with --rlhi-api-base)."))] = _key()
+        "The LLM behind --classifier llm, --persona inferred and --reward llm: a litellm model ('openai/NAME' with --rlhi-api-base)."))] = config_field()
     rlhi_api_base: Annotated[Optional[str], typer.Option(rich_help_panel="Method", help=(
-        "OpenAI-compatible base URL for --rlhi-model, e.g. http://127.0.0.1:8000/v1."))] = _key()
+        "OpenAI-compatible base URL for --rlhi-model, e.g. http://127.0.0.1:8000/v1."))] = config_field()
     rlhi_api_key_env: Annotated[Optional[str], typer.Option(rich_help_panel="Method", help=(
-        "Name of the environment variable holding --rlhi-model's API key."))] = _key()
+        "Name of the environment variable holding --rlhi-model's API key."))] = config_field()
     lr: Annotated[Optional[float], typer.Option(rich_help_panel="Trainer", help=(
-        "Learning rate of the method's update (trainer.lr for sdpo, rlhi.lr for the others). (default: 2e-5)"))] = _key()
+        "Learning rate of the method's update (trainer.lr for sdpo, rlhi.lr for the others). (default: 2e-5)"))] = config_field()
     loss: Annotated[Optional[Loss], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
         "sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). "
-        "(default: sampled_token)"))] = _key("trainer.loss")
+        "(default: sampled_token)"))] = config_field("trainer.loss")
     advantage_reference: Annotated[Optional[AdvantageReference], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
-        ADVANTAGE_REFERENCE_HELP + " (default: neutral)"))] = _key("trainer.advantage_reference")
-    baseline: Annotated[Optional[AdvantageReference], typer.Option(hidden=True, help="Deprecated: --advantage-reference.")] = _key()  # type: ignore[valid-type]
+        ADVANTAGE_REFERENCE_HELP + " (default: neutral)"))] = config_field("trainer.advantage_reference")
+    baseline: Annotated[Optional[AdvantageReference], typer.Option(hidden=True, help="Deprecated: --advantage-reference.")] = config_field()  # type: ignore[valid-type]
     kl_anchor: Annotated[Optional[float], typer.Option(rich_help_panel="Trainer", help=(
-        "Weight of a KL penalty to the initial policy. (default: 0)"))] = _key("trainer.kl_anchor")
+        "Weight of a KL penalty to the initial policy. (default: 0)"))] = config_field("trainer.kl_anchor")
     ignore_first_k: Annotated[Optional[int], typer.Option(rich_help_panel="Trainer", help=(
-        "Leave the first k answer tokens out of the loss. (default: 0)"))] = _key("trainer.ignore_first_k")
+        "Leave the first k answer tokens out of the loss. (default: 0)"))] = config_field("trainer.ignore_first_k")
     centre: Annotated[Optional[bool], typer.Option("--centre/--no-centre", rich_help_panel="Trainer", help=(
-        "Subtract each answer's mean advantage. (default: off)"))] = _key("trainer.centre")
+        "Subtract each answer's mean advantage. (default: off)"))] = config_field("trainer.centre")
     lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", rich_help_panel="Trainer", help=(
-        "Train a LoRA adapter (r=16) instead of all weights. (default: off)"))] = _key()
+        "Train a LoRA adapter (r=16) instead of all weights. (default: off)"))] = config_field()
     template: Annotated[Optional[str], typer.Option(rich_help_panel="Trainer", help=(
-        "Hindsight user turn with {prompt} and {followup}. (default: the paper's wording)"))] = _key("trainer.template")
+        "Hindsight user turn with {prompt} and {followup}. (default: the paper's wording)"))] = config_field("trainer.template")
     device: Annotated[Optional[Device], typer.Option(rich_help_panel="Machine", help=(  # type: ignore[valid-type]
-        "auto (CUDA when present, bf16 there), cpu or cuda. (default: auto)"))] = _key("policy.device")
+        "auto (CUDA when present, bf16 there), cpu or cuda. (default: auto)"))] = config_field("policy.device")
     threads: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Machine", help=(
-        "torch threads per process (see bench/README.md). (default: 1)"))] = _key("threads")
+        "torch threads per process (see bench/README.md). (default: 1)"))] = config_field("threads")
     jobs: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Machine", help=(
         "Arms (treated/control × seeds) trained in parallel processes; each holds ~5 GB of memory on CPU "
-        "(fp32 weights, the initial copy, AdamW state). (default: 2)"))] = _key("jobs")
+        "(fp32 weights, the initial copy, AdamW state). (default: 2)"))] = config_field("jobs")
     max_kl: Annotated[Optional[float], typer.Option(min=0, rich_help_panel="Reliability", help=(
         "Stop an arm when an evaluation measures its KL to the initial policy above X (a collapsing run); the treated arm keeps the "
-        "checkpoint of its last evaluation within the limit, the other arms and the report finish. (default: no limit)"))] = _key("max_kl")
+        "checkpoint of its last evaluation within the limit, the other arms and the report finish. (default: no limit)"))] = config_field("max_kl")
     fail_budget: Annotated[Optional[int], typer.Option(min=0, rich_help_panel="Reliability", help=(
         "Interactions per arm and seed whose LLM simulator call may still fail after its retries (recorded as failed, left out of the "
-        "update) before the run stops. (default: 10)"))] = _key("fail_budget")
+        "update) before the run stops. (default: 10)"))] = config_field("fail_budget")
     fail_fast: Annotated[bool, typer.Option("--fail-fast", rich_help_panel="Reliability", help=(
-        "Stop the run at the first simulator call that fails after its retries (--fail-budget 0)."))] = _key(default=False)
+        "Stop the run at the first simulator call that fails after its retries (--fail-budget 0)."))] = config_field(default=False)
     checkpoint_every: Annotated[Optional[int], typer.Option(min=0, rich_help_panel="Reliability", help=(
         "Commit each arm's full training state (weights, optimizer, RNG, counters) every K interactions so that --resume can continue "
-        "it exactly; 0: off. (default: 16)"))] = _key()
+        "it exactly; 0: off. (default: 16)"))] = config_field()
     resume: Annotated[Optional[str], typer.Option(rich_help_panel="Reliability", help=(
         "Continue a stopped run (killed, crashed, failed) from its last committed states, with its own config.yaml: RUN is its id or "
-        "folder. No other option may be given. The finished log equals an uninterrupted run's; a finished run is refused."))] = _key()
+        "folder. No other option may be given. The finished log equals an uninterrupted run's; a finished run is refused."))] = config_field()
     config: Annotated[Optional[Path], typer.Option("--config", "-c", rich_help_panel="Config", help=(
-        "Start from a config YAML (e.g. a run's config.yaml); options given here override it."))] = _key()
+        "Start from a config YAML (e.g. a run's config.yaml); options given here override it."))] = config_field()
     set_: Annotated[Optional[list[str]], typer.Option("--set", rich_help_panel="Config", help=(
-        "Override any config field: --set trainer.epochs=2 (repeatable; the value is YAML)."))] = _key()
+        "Override any config field: --set trainer.epochs=2 (repeatable; the value is YAML)."))] = config_field()
     run_id: Annotated[Optional[str], typer.Option(rich_help_panel="Config", help=(
-        "Folder name under results/. (default: date-method-profile)"))] = _key()
-    results: Annotated[Path, typer.Option(rich_help_panel="Config", help="Where runs are written.")] = _key(default=RESULTS)
+        "Folder name under results/. (default: date-method-profile)"))] = config_field()
+    results: Annotated[Path, typer.Option(rich_help_panel="Config", help="Where runs are written.")] = config_field(default=RESULTS)
     dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel="Config", help=(
-        "Check every input (profiles, prompts, neutral pool) and print the resolved config; train nothing."))] = _key(default=False)
+        "Check every input (profiles, prompts, neutral pool) and print the resolved config; train nothing."))] = config_field(default=False)
 
     def given(self) -> list[str]:
         """The options given (not at their defaults), as flags."""
@@ -240,21 +240,28 @@ def flag(name: str) -> str:
     return "--" + name.rstrip("_").replace("_", "-")
 
 
-def with_run_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` (its own options, then ``options: RunOptions``) every RunOptions field as an option; typer sees one
-    flat signature, the command one typed object."""
-    own = inspect.signature(command, eval_str=True)
-    mine = [p for p in own.parameters.values() if p.name != "options"]
-    hints = typing.get_type_hints(RunOptions, include_extras=True)
-    names = [f.name for f in dataclasses.fields(RunOptions)]
-    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
-              for f in dataclasses.fields(RunOptions) if f.name not in own.parameters]
+def with_options(cls: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command (its own options, then ``options: cls``) every field of the dataclass ``cls`` as an option; typer sees
+    one flat signature, the command one typed object."""
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        options = RunOptions(**{n: kwargs.pop(n) for n in names if n in kwargs})
-        command(**kwargs, options=options)
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = inspect.signature(command, eval_str=True)
+        mine = [p for p in own.parameters.values() if p.name != "options"]
+        hints = typing.get_type_hints(cls, include_extras=True)
+        names = [f.name for f in dataclasses.fields(cls)]
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+                  for f in dataclasses.fields(cls) if f.name not in own.parameters]
 
-    wrapper.__signature__ = own.replace(parameters=[*mine, *shared])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*mine, *shared]} | {"return": None}
-    return wrapper
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            options = cls(**{n: kwargs.pop(n) for n in names if n in kwargs})
+            command(**kwargs, options=options)
+
+        wrapper.__signature__ = own.replace(parameters=[*mine, *shared])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*mine, *shared]} | {"return": None}
+        return wrapper
+
+    return decorate
+
+
+with_run_options = with_options(RunOptions)
