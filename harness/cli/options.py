@@ -122,7 +122,8 @@ class RunOptions:
         "(default: off)"))] = config_field(default=False)
     interactions: Annotated[Optional[int], typer.Option("--interactions", "-n", min=1, rich_help_panel="Budget", help=(
         "Interactions per arm. (default: 64)"))] = config_field("interactions")
-    batch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help="Interactions per update. (default: 4)")] = config_field("batch_size")
+    batch_size: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help=(
+        "Interactions per update. (default: 4)"))] = config_field("batch_size")
     eval_every: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help=(
         "Evaluate every K interactions (multiple of batch size). (default: 32)"))] = config_field("eval.every")
     eval_prompts: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Budget", help=(
@@ -156,7 +157,8 @@ class RunOptions:
         "Who judges each held-out answer against the untrained model's (win rate vs initial): rules (the profile's checks, offline), "
         "llm (litellm, both orders), local (a local model's verdict-token probabilities, both orders), none. (default: rules)"))] = config_field("judge.kind")
     judge_model: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
-        "For --judge llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. Giving it without --judge means llm."))] = config_field()
+        "For --judge llm: a litellm model ('openai/NAME' with --judge-api-base); for local: a model spec. "
+        "Giving it without --judge means llm."))] = config_field()
     judge_api_base: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
         "OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`)."))] = config_field()
     judge_api_key_env: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
@@ -188,7 +190,8 @@ class RunOptions:
         "(default: sampled_token)"))] = config_field("trainer.loss")
     advantage_reference: Annotated[Optional[AdvantageReference], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
         ADVANTAGE_REFERENCE_HELP + " (default: neutral)"))] = config_field("trainer.advantage_reference")
-    baseline: Annotated[Optional[AdvantageReference], typer.Option(hidden=True, help="Deprecated: --advantage-reference.")] = config_field()  # type: ignore[valid-type]
+    baseline: Annotated[Optional[AdvantageReference], typer.Option(  # type: ignore[valid-type]
+        hidden=True, help="Deprecated: --advantage-reference.")] = config_field()
     kl_anchor: Annotated[Optional[float], typer.Option(rich_help_panel="Trainer", help=(
         "Weight of a KL penalty to the initial policy. (default: 0)"))] = config_field("trainer.kl_anchor")
     ignore_first_k: Annotated[Optional[int], typer.Option(rich_help_panel="Trainer", help=(
