@@ -91,6 +91,36 @@ def test_help_lists_the_choices_and_the_new_names(cli):
         assert shown in result.stdout, shown
     assert "--baseline" not in result.stdout  # hidden, still accepted
     assert "--reference" in cli("regress", "--help", columns=250).stdout
+    trained = cli("train", "--help", columns=250).stdout
+    assert "--advantage-reference" in trained and "--baseline" not in trained and "sdpo|sft" in trained and "cosine|constant" in trained
+
+
+@pytest.mark.parametrize("options, config", [("harness.cli.options:RunOptions", "harness.config:RunConfig"),
+                                             ("harness.cli.train:TrainOptions", "harness.train:TrainConfig")])
+def test_every_option_names_a_field_of_its_config(options, config):
+    """The one table from options to config keys (each field's ``key``) points at fields that exist."""
+    import dataclasses
+    import importlib
+
+    from harness.cli.overrides import advantage_reference_key
+    from trainers.offline import OfflineConfig
+    from trainers.sdpo import SDPOConfig
+
+    def load(spec: str):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    model = load(config)
+    keys = [f.metadata["key"] for f in dataclasses.fields(load(options)) if f.metadata["key"]]
+    assert len(keys) > 10
+    for key in keys:
+        if key == "trainer.advantage_reference":
+            key = advantage_reference_key(SDPOConfig if model.__name__ == "RunConfig" else OfflineConfig, "trainer")
+        node = model
+        for part in key.split("."):
+            assert part in node.model_fields, key
+            annotation = node.model_fields[part].annotation
+            node = next((a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and hasattr(a, "model_fields")), None)
 
 
 def test_version(cli):
