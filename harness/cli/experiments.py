@@ -68,9 +68,7 @@ def launch(options: RunOptions, adjust: Adjust | None = None, own: tuple[str, ..
 
     resolved = overrides.validate(RunConfig)
     if adjust is not None:
-        extra = Overrides()
-        extra.data = {**resolved.model_dump(mode="json"), **adjust(resolved)}
-        resolved = extra.validate(RunConfig)
+        resolved = Overrides(data={**resolved.model_dump(mode="json"), **adjust(resolved)}).validate(RunConfig)
     resolved = preflight(resolved)  # profiles, prompts, neutral pool: fail in a second, not after the model loads
     run_name = check_run_id(options.run_id) if options.run_id else new_run_id(resolved.profile, run_kind(resolved), options.results)
     if options.dry_run:

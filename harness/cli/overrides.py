@@ -41,10 +41,10 @@ def parse_set(item: str) -> tuple[str, Any]:
 class Overrides:
     """Config data being assembled from a file and options, with each option-set key's origin."""
 
-    def __init__(self, config: Path | None = None):
+    def __init__(self, config: Path | None = None, data: dict[str, Any] | None = None):
         self.source = config
         self.tree: yaml.Node | None = None
-        self.data: dict[str, Any] = {}
+        self.data: dict[str, Any] = data or {}
         self.origin: dict[str, str] = {}
         if config is not None:
             from core.yamlio import read_yaml
