@@ -128,6 +128,8 @@ def test_version(cli):
 
     result = cli("--version")
     assert result.code == 0 and result.stdout.strip() == f"hindsight {__version__}"
+    launched = subprocess.run([*HINDSIGHT, "--version"], capture_output=True, text=True, timeout=60)  # the console script's entry point
+    assert launched.returncode == 0 and launched.stdout == f"hindsight {__version__}\n" and launched.stderr == ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
