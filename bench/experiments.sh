@@ -17,7 +17,7 @@ REWRITE='{prompt}
 args_of() {
   case "$1" in
     default)   ARGS=(--seeds 3) ;;
-    plain)     ARGS=(--baseline plain --jobs 1 --no-oracle) ;;
+    plain)     ARGS=(--advantage-reference plain --jobs 1 --no-oracle) ;;
     complain)  ARGS=(--simulator complain --no-control --no-oracle) ;;
     long)      ARGS=(-n 128 --no-control --no-oracle) ;;
     kl0.1)     ARGS=(--kl-anchor 0.1 --no-control --no-oracle) ;;

@@ -202,6 +202,9 @@ class LLMClient:
 
         s = self.settings
         secret = os.environ.get(s.api_key_env) if s.api_key_env else None
+        if s.api_key_env and not secret:  # no retry can fix it: say so now, not "the provider may be down" after the retries
+            raise UserInputError(f"{self.where}: the environment variable {s.api_key_env} (api_key_env) is not set or empty; "
+                                 f"export {s.api_key_env}=YOUR_KEY or give another --…-api-key-env")
         api_key = secret if s.api_key_env else (None if s.api_base is None else "none")
         attempt = 0
         while True:

@@ -9,6 +9,7 @@ request fields are ignored. Errors are JSON: 400 for a bad request, 404 for any 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from core.engine import HFEngine, SamplingParams
+from core.errors import UserInputError
 from core.policy import Message, Policy
 
 DEFAULT_MAX_TOKENS = 256
@@ -26,6 +28,23 @@ DEFAULT_MAX_TOKENS = 256
 
 class BadRequest(Exception):
     pass
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` once, as the server will (address reuse on), so a port in use fails before the model loads."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserInputError(f"--host {host}: not an address ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserInputError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port (0 picks a free one)") from None
 
 
 class PolicyServer(ThreadingHTTPServer):
@@ -147,3 +166,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server API)
         if self.server.verbose:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def load_server(model: str, host: str = "127.0.0.1", port: int = 0, device: str = "auto", threads: int | None = None, verbose: bool = True) -> PolicyServer:
+    """Check the port, load ``model`` for inference and bind a PolicyServer to it (named after the model's file or folder)."""
+    from pathlib import Path
+
+    from core.policy import PolicySettings
+    from core.runtime import quiet_libraries, set_threads
+
+    check_port(host, port)  # a port in use fails now, not after the model loads
+    quiet_libraries()
+    set_threads(threads)
+    policy = Policy.load(PolicySettings(model=model, device=device))  # type: ignore[arg-type]
+    policy.model.eval().requires_grad_(False)
+    name = Path(model).stem if model.endswith(".gguf") else Path(model).name
+    return PolicyServer(policy, model_name=name, host=host, port=port, verbose=verbose)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 import socket
 import subprocess
-import sys
 
 import pytest
 import yaml
+from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.llm_client import LLMClient, LLMSettings, ProviderError, ResponseCache
@@ -18,7 +18,6 @@ from simulators.profile import load_profile
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 

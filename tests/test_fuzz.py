@@ -6,29 +6,24 @@ examples; the real subprocess CLI a few, and --debug once. Counts: see ``EXAMPLE
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import sys
 import tempfile
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from unittest import mock
 
 import yaml
+from conftest import HINDSIGHT, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.conversations import load_tuples
 from core.errors import UserInputError
 from core.prompts import PromptSettings, load_prompts
-from harness.cli import run
 from harness.config import RunConfig
 from judges.usereval import load_rows
 from simulators.profile import load_profile_file
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 EXAMPLES = {"loader": 100, "cli": 60, "subprocess": 4}  # 4 loaders × 100 + 2 × 60 in-process CLI + 4 subprocess runs
 FAST = settings(max_examples=EXAMPLES["loader"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLI = settings(max_examples=EXAMPLES["cli"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -69,15 +64,9 @@ def one_line_naming(exc: UserInputError, path: Path) -> None:
 
 
 def cli(*args: str) -> tuple[int, str]:
-    """``harness.cli.run`` in-process: (exit code, stderr). Any exception other than SystemExit fails the test (a crash)."""
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch.object(sys, "argv", ["hindsight", *args]), redirect_stdout(out), redirect_stderr(err):
-        try:
-            run()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return code, err.getvalue()
+    """``harness.cli.run`` in-process (conftest's launcher): (exit code, stderr). Any exception other than SystemExit fails the test (a crash)."""
+    result = run_cli(*args)
+    return result.code, result.stderr
 
 
 def assert_one_line_error(code: int, stderr: str) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
+from conftest import HINDSIGHT
 from safetensors.torch import load_file
 
 from core.models import resolve_model
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, read_jsonl
 
 from stub_provider import StubProvider
-
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 
 
 def test_max_kl_stops_each_arm_at_its_first_evaluation_over_the_limit_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -4,20 +4,24 @@ import inspect
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.prompts import PromptSettings, load_prompts
 from simulators.profile import load_profile, load_profile_file
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
-
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def shown_flags(command) -> list[str]:
+    """The command's options as flags, leaving out hidden ones (deprecated spellings such as --baseline)."""
+    params = inspect.signature(command).parameters.values()
+    return [p.name.replace("_", "-").rstrip("-") for p in params if not getattr(p.annotation.__metadata__[0], "hidden", False)]
 
 
 def write(path: Path, text: str) -> Path:
@@ -61,6 +65,7 @@ def test_profiles_list_fits_80_columns_with_whole_names_and_check_labels_not_reg
     from typer.testing import CliRunner
 
     from harness import cli
+    from harness.cli import profiles
     from simulators.profile import available_profiles
 
     mine = tmp_path / "mine"
@@ -70,7 +75,7 @@ def test_profiles_list_fits_80_columns_with_whole_names_and_check_labels_not_reg
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HINDSIGHT_PROFILES", str(mine))
     monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.setattr(cli, "console", Console())  # the module's console keeps the width it found at import
+    monkeypatch.setattr(profiles, "console", Console())  # the module's console keeps the width it found at import
     result = CliRunner().invoke(cli.app, ["profiles", "list"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -120,7 +125,7 @@ def test_prompt_file_without_splits_holds_out_every_fourth(tmp_path):
         (["--profile", "nobody"], "unknown profile 'nobody'"),
         (["--prompts", "/no/such.jsonl", "--dry-run"], "/no/such.jsonl: no such prompt file"),
         (["--batch-size", "3", "--eval-every", "4", "--dry-run"], "multiple of batch_size"),
-        (["--loss", "hinge", "--dry-run"], "trainer.loss"),
+        (["--loss", "hinge", "--dry-run"], "--loss"),
         (["--set", "trainer.lr", "--dry-run"], "expected KEY=VALUE"),
         (["--set", "trainer.nonsense=1", "--dry-run"], "trainer.nonsense"),
         (["--run-id", "../escape", "--dry-run"], None),
@@ -183,7 +188,7 @@ def test_personalize_help_documents_every_option_and_its_default():
 
     result = subprocess.run([*HINDSIGHT, "personalize", "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
     assert result.returncode == 0
-    flags = [p.replace("_", "-").rstrip("-") for p in inspect.signature(personalize).parameters]
+    flags = shown_flags(personalize)
     missing = [f for f in flags if f"--{f}" not in result.stdout]
     assert not missing, missing
     for shown in ("(default: 64)", "(default: concise)", "(default: 2e-5)", "(default: neutral)"):
@@ -196,7 +201,7 @@ def test_flip_and_continual_take_every_personalize_option(command, own):
 
     result = subprocess.run([*HINDSIGHT, command, "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
     assert result.returncode == 0
-    flags = [p.replace("_", "-").rstrip("-") for p in inspect.signature(personalize).parameters]
+    flags = shown_flags(personalize)
     missing = [f for f in [*flags, *own] if f"--{f}" not in result.stdout and f not in result.stdout]
     assert not missing, missing
     assert "Judge" in result.stdout and "(default: rules)" in result.stdout and "(default: 64)" in result.stdout

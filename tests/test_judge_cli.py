@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HINDSIGHT
 
 from harness.cli import run
 from judges.versus import JudgeResult
@@ -18,7 +19,6 @@ from simulators.profile import load_profile
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.DOTALL)
 TERSE = """name: terse
 description: I want five words at most, and never an emoji.
@@ -150,6 +150,6 @@ def test_the_judge_needs_a_persona_and_the_rule_judge_checks(tmp_path, capsys, m
         ([], "give --profile (or --persona): the user the judge decides for"),
         (["--persona", "Wants one word."], "the rule judge decides by a profile's checks; give --profile"),
         (["--profile", str(plain)], "the rule judge decides by a profile's checks; profile 'plain' has none"),
-        (["--profile", "concise", "--judge", "none"], "--judge none: use rules, llm or local"),
+        (["--profile", "concise", "--judge", "none"], "Invalid value for '--judge': 'none' is not one of 'rules', 'llm', 'local'"),
     ]:
         assert message in _error(tmp_path, capsys, monkeypatch, str(a), str(b), *args)

@@ -12,10 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from core.llm_client import LLMClient, LLMSettings, ResponseCache
-from harness.cli import app
 
 from stub_provider import StubProvider
 
@@ -137,17 +135,17 @@ def test_concurrent_processes_never_see_half_an_entry(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["k.json"] and ResponseCache(tmp_path).get("k") is not None
 
 
-def test_cli_cache_stats_and_clear(base, tmp_path):
+def test_cli_cache_stats_and_clear(base, tmp_path, cli):
     cache = ResponseCache(tmp_path / "llm")
     LLMClient(settings(base, model="openai/alpha"), cache).complete(HELLO)
     LLMClient(settings(base, model="openai/alpha"), cache).complete(BYE)
     LLMClient(settings(base, model="openai/beta"), cache).complete(HELLO)
-    runner, env = CliRunner(), {"HINDSIGHT_LLM_CACHE": str(tmp_path / "llm")}
-    stats = runner.invoke(app, ["cache", "stats"], env=env)
-    assert stats.exit_code == 0, stats.output
-    assert "3 entries" in stats.output and "openai/alpha" in stats.output and "openai/beta" in stats.output
-    cleared = runner.invoke(app, ["cache", "clear", "--model", "openai/alpha"], env=env)
-    assert cleared.exit_code == 0 and cleared.output.startswith("removed 2 entries") and "of openai/alpha" in cleared.output
+    env = {"HINDSIGHT_LLM_CACHE": str(tmp_path / "llm")}
+    stats = cli("cache", "stats", env=env)
+    assert stats.code == 0, stats
+    assert "3 entries" in stats.stdout and "openai/alpha" in stats.stdout and "openai/beta" in stats.stdout
+    cleared = cli("cache", "clear", "--model", "openai/alpha", env=env)
+    assert cleared.code == 0 and cleared.stdout.startswith("removed 2 entries") and "of openai/alpha" in cleared.stdout
     assert cache.stats().per_model == {"openai/beta": 1}
-    everything = runner.invoke(app, ["cache", "clear"], env=env)
-    assert everything.output.startswith("removed 1 entries") and cache.stats().entries == 0
+    everything = cli("cache", "clear", env=env)
+    assert everything.stdout.startswith("removed 1 entries") and cache.stats().entries == 0

@@ -4,9 +4,9 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import yaml
+from conftest import HINDSIGHT
 
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, read_jsonl
 from harness.config import RunConfig
@@ -15,7 +15,6 @@ from simulators.profile import load_profile
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 WIDE = {**os.environ, "COLUMNS": "220"}  # rich wraps table headers at the default 80 columns
 
 

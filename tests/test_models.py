@@ -2,10 +2,10 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.models import embedded_gguf, resolve_model
@@ -13,8 +13,6 @@ from core.policy import LoraSettings, Policy, PolicySettings
 from trainers.sdpo import SDPOConfig, SDPOTrainer
 
 from test_sdpo import ANSWER, make_interaction
-
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 
 
 def test_model_specs_resolve_or_say_what_is_wrong(tmp_path):

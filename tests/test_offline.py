@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HINDSIGHT
 from safetensors.torch import load_file
 
 from core.conversations import load_tuples
@@ -28,7 +29,6 @@ from trainers.offline import OfflineConfig, OfflineTrainer
 from stub_provider import StubProvider
 
 SAMPLE = Path(__file__).parent / "data" / "wildchat_sample.jsonl"
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 SMALL = ["--data", str(SAMPLE), "--device", "cpu", "--max-prompt-tokens", "128", "--max-completion-tokens", "32", "--lr", "1e-5", "--save-every", "1"]
 
 

@@ -5,18 +5,17 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import HINDSIGHT
 
 from core.records import RunInfo
 from core.state_io import flatten, unflatten
 from harness.checkpoint import ArmCheckpoints, ArmState, repair_logs, rng_state, set_rng_state
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 TINY = [
     "personalize", "-n", "8", "--batch-size", "2", "--eval-every", "4", "--eval-prompts", "2", "--max-new-tokens", "12",
     "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=2", "--checkpoint-every", "2", "--control", "--oracle", "--jobs", "2",

@@ -2,10 +2,10 @@
 every method runs from the CLI and writes the same records, with each interaction's update explained."""
 
 import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import HINDSIGHT
 
 from core.engine import Generation, HFEngine
 from core.interaction import Followup, Interaction
@@ -18,7 +18,6 @@ from trainers.dpo import PreferenceOptimizer, PreferencePair
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 SHORT = "Rinse the rice, boil it in twice its volume of water, then simmer covered for 18 minutes."
 LONG = ("Cooking rice is a wonderful skill that everyone should learn, and there are many ways to do it. First, measure your rice "
         "carefully, then rinse it several times until the water runs clear, which removes excess starch.")

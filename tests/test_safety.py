@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import yaml
+from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.models import resolve_model
@@ -14,8 +14,6 @@ from core.policy import Policy, PolicySettings
 from harness.cli import check_run_id
 
 from stub_provider import StubProvider
-
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+
+from conftest import HINDSIGHT
 
 from core.records import InteractionRecord, read_jsonl
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 KEY = "sk-planted-0123456789abcdef"
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.models import resolve_model
@@ -24,7 +25,6 @@ from suites.suite import SUITES, load_suite
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.DOTALL)
 
 
@@ -142,19 +142,19 @@ def test_regress_command_exit_codes_and_report(tmp_path):
     base.write_text(_result("base", {"acc": _metric(BASE), "acc_norm": MetricResult(value=0.5, stderr=0.01)}).model_dump_json())
     cand.write_text(_result("cand", {"acc": _metric(CAND), "acc_norm": MetricResult(value=0.56, stderr=0.01)}).model_dump_json())
     report = tmp_path / "r.md"
-    worse = subprocess.run([*HINDSIGHT, "regress", "--baseline", str(base), "--candidate", str(cand), "--report", str(report), "--confidence", "0.9"],
+    worse = subprocess.run([*HINDSIGHT, "regress", "--reference", str(base), "--candidate", str(cand), "--report", str(report), "--confidence", "0.9"],
                            capture_output=True, text=True, check=False)
     assert worse.returncode == 1, worse.stderr
     text = report.read_text()
     assert "| mc | acc | 0.625 | 0.250 | -0.375 ± 0.183 (paired) | 0.080 | regressed |" in text  # t = 2.049 > t(0.95, 7 dof) = 1.895
     assert "| mc | acc_norm | 0.500 | 0.560 | +0.060 ± 0.014 | 0.000 | improved |" in text  # √(0.01² + 0.01²) = 0.0141
     assert "**1 regressed**: mc/acc, 1 improved, 0 unchanged." in text
-    lenient = subprocess.run([*HINDSIGHT, "regress", "--baseline", str(base), "--candidate", str(cand), "--report", str(report)],
+    lenient = subprocess.run([*HINDSIGHT, "regress", "--reference", str(base), "--candidate", str(cand), "--report", str(report)],
                              capture_output=True, text=True)  # 95%: 2.049 < t(0.975, 7 dof) = 2.365
     assert lenient.returncode == 0 and "no significant regression" in lenient.stdout
     other = tmp_path / "other.json"
     other.write_text(_result("x", {"acc": _metric(CAND)}, suite="default").model_dump_json())
-    mixed = subprocess.run([*HINDSIGHT, "regress", "--baseline", str(base), "--candidate", str(other)], capture_output=True, text=True, check=False)
+    mixed = subprocess.run([*HINDSIGHT, "regress", "--reference", str(base), "--candidate", str(other)], capture_output=True, text=True, check=False)
     assert mixed.returncode == 2 and "suite 'quick' and the candidate on 'default'" in mixed.stderr
 
 

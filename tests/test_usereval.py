@@ -7,11 +7,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
+from conftest import HINDSIGHT
 
 from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from harness.serve import PolicyServer
@@ -21,7 +21,6 @@ from simulators.profile import load_profile
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.S)
 PERSONA = "Wants answers of one short sentence."
 HISTORY = [[{"role": "user", "content": "What is DNS?"}, {"role": "assistant", "content": "DNS maps names to addresses, and..."},

@@ -1,0 +1,31 @@
+"""The `hindsight` command line: one module per command group, registered on one typer app.
+
+``run`` is the console script (``harness.cli:run``); ``app`` is the typer app (tests run it in-process).
+
+- base: the app, its consoles, one-line errors, --version
+- options: shared typed options and their enums, RunOptions (personalize's options); overrides: options → config, --set
+- experiments: personalize, flip, continual, redteam; train: train (offline)
+- runs: runs, show, compare, report
+- judge: usereval, judge; data: data stats, data usereval
+- eval: eval, regress; models: models warm, cache, serve; profiles: profiles list/show/validate
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from harness.cli.base import app, run_app
+
+# imported in this order, the command groups register their commands in the order `hindsight --help` lists them
+for _group in ("experiments", "runs", "judge", "data", "train", "profiles", "models", "eval"):
+    importlib.import_module(f"harness.cli.{_group}")
+
+from harness.cli.experiments import personalize  # noqa: E402  (the command: its signature lists every option)
+from harness.runs import check_run_id  # noqa: E402
+
+__all__ = ["app", "check_run_id", "personalize", "run"]
+
+
+def run() -> None:
+    """Console-script entry point: one-line errors (exit 2) for bad input, tracebacks only with --debug."""
+    run_app()

@@ -1,0 +1,225 @@
+"""Runs on disk, read for people and programs: find a run folder, read its files with file:line errors, check a config
+before it runs, and the summaries behind `hindsight runs`, `show` and `compare` (also their --json documents)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from core.errors import UserInputError, pydantic_message, read_text
+from core.records import METRIC, EvalRecord, RunInfo
+from harness.curves import METRICS, TRAINED, by_preference, curves
+
+if TYPE_CHECKING:
+    from harness.config import RunConfig
+
+RUN_FILES = ("curve.png", "summary.md", "redteam.md", "redteam.png", "interactions.jsonl")
+
+
+def new_run_id(profile: str, kind: str, results: Path) -> str:
+    """date-kind-profile, with -2, -3, … when that folder exists."""
+    stem = re.sub(r"[^a-z0-9_-]+", "-", Path(profile).stem.lower())
+    base = f"{datetime.now():%Y%m%d-%H%M%S}-{kind}-{stem}"
+    run_id, n = base, 1
+    while (results / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def check_run_id(run_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", run_id) or ".." in run_id:
+        raise UserInputError(f"--run-id '{run_id}': use letters, digits, '.', '_' and '-' only (it names a folder under results/)")
+    return run_id
+
+
+def run_kind(config: RunConfig) -> str:
+    """The method, and the experiment when it is not plain personalization: sdpo, sdpo-flip, rlhi-reward-redteam, …"""
+    if config.redteam is not None:
+        return f"{config.method}-redteam"
+    return f"{config.method}-flip" if config.flip_at is not None else f"{config.method}-continual" if config.continual else config.method
+
+
+def run_dir(run: str, results: Path) -> Path:
+    """A run id (a folder under ``results``) or a path to a run folder."""
+    path = Path(run)
+    if not path.is_dir():
+        path = results / run
+    if not (path / "config.yaml").is_file():
+        raise UserInputError(f"{run}: not a run folder (no config.yaml); `hindsight runs` lists runs")
+    return path
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """A run's config.yaml as plain data; unreadable YAML or not a mapping is a UserInputError naming file:line."""
+    from core.yamlio import read_yaml
+
+    data, _ = read_yaml(folder / "config.yaml")
+    if not isinstance(data, dict):
+        raise UserInputError("expected a mapping of fields", path=folder / "config.yaml", line=1)
+    return data
+
+
+def read_info(folder: Path) -> RunInfo | None:
+    """run.json, or None for a run killed before it wrote one."""
+    path = folder / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        return RunInfo.model_validate_json(read_text(path))
+    except ValidationError as exc:
+        field, message = pydantic_message(exc)
+        raise UserInputError(message, path=path, field=field or None) from None
+
+
+def read_evals(folder: Path) -> list[EvalRecord]:
+    """The evaluation records of metrics.jsonl; a line that is not JSON or not a record is a UserInputError naming file:line
+    (a last line cut by a crash is left out, as --resume would)."""
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    lines = read_text(path).split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        cut = number == len(lines)  # no newline after it
+        try:
+            record = METRIC.validate_python(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if cut:
+                break
+            raise UserInputError(f"not JSON ({exc.msg})", path=path, line=number) from None
+        except ValidationError as exc:
+            field, message = pydantic_message(exc)
+            raise UserInputError(f"not a metrics record ({field + ': ' if field else ''}{message})", path=path, line=number) from None
+        if isinstance(record, EvalRecord):
+            out.append(record)
+    return out
+
+
+def check_resumable(folder: Path) -> None:
+    """A finished run has nothing to resume: say so (and change nothing)."""
+    info = read_info(folder)
+    if info is not None and info.status == "finished":
+        raise UserInputError(f"{folder.name} finished ({info.finished or 'earlier'}); nothing to resume. "
+                             f"`hindsight show {folder.name}` summarises it; start a new run with --config {folder / 'config.yaml'}")
+
+
+def preflight(config: RunConfig) -> RunConfig:
+    """Everything a run reads before it trains, read now so a bad input fails in a second, not after the model loads:
+    the profiles (and the answer budgets they need), the prompts and the neutral pool. Returns the config with budgets."""
+    from core.prompts import load_prompts
+    from harness.schedule import build_schedule
+    from simulators.neutral import load_pool
+
+    config = config.with_budgets(max(p.min_words() for p in build_schedule(config).scored))
+    load_prompts(config.prompts)
+    load_pool(config.neutral_pool)
+    check_api_keys(config.model_dump(mode="json"))
+    return config
+
+
+def check_api_keys(data: Any, where: str = "") -> None:
+    """Every ``api_key_env`` in the config names a set variable: an unset one is reported now, not as a failing provider
+    after the model has loaded and the retries are spent."""
+    import os
+
+    if isinstance(data, dict):
+        name = data.get("api_key_env")
+        if isinstance(name, str) and name and not os.environ.get(name):
+            raise UserInputError(f"the environment variable {name} is not set or empty (field '{where}api_key_env', the API key of "
+                                 f"{data.get('model') or 'the LLM'}); export it, or name another variable")
+        for key, value in data.items():
+            check_api_keys(value, f"{where}{key}.")
+
+
+def _last(evals: list[EvalRecord]) -> list[dict[str, Any]]:
+    """Per arm, its last evaluation: each metric's mean and 95% interval (numbers, for --json)."""
+    rows = []
+    for arm in ("initial", "oracle", *TRAINED):
+        metrics: dict[str, Any] = {}
+        x = 0
+        for field, _, share in METRICS:
+            series = curves(evals, field, share).get(arm)
+            if series:
+                p = series[-1]
+                metrics[field] = {"mean": p.mean, "low": p.low, "high": p.high, "seeds": p.seeds}
+                x = p.interactions
+        if metrics:
+            rows.append({"arm": arm, "interactions": x, "metrics": metrics})
+    return rows
+
+
+def run_row(folder: Path) -> dict[str, Any]:
+    """One line of `hindsight runs`: id, status, profile, last clean compliance of each arm, seconds."""
+    info = read_info(folder)
+    config = read_config(folder)
+    groups = by_preference(read_evals(folder))
+    clean = curves(groups[0][1], "clean", True) if groups else {}
+    return {
+        "run": folder.name, "path": str(folder), "status": info.status if info else None, "profile": config.get("profile"),
+        "method": config.get("method", "sdpo"), "clean": {a: clean[a][-1].mean for a in ("treated", "guarded", "control", "oracle") if a in clean},
+        "seconds": info.seconds if info else None,
+    }
+
+
+def list_runs(results: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs under ``results`` (a row each), and one line for each run whose files cannot be read (file:line, why)."""
+    rows, broken = [], []
+    for folder in sorted(p for p in results.glob("*") if (p / "config.yaml").is_file()):
+        try:
+            rows.append(run_row(folder))
+        except UserInputError as exc:
+            broken.append(exc.render())
+    return rows, broken
+
+
+def run_summary(folder: Path) -> dict[str, Any]:
+    """What `hindsight show` prints, as data: the run's info and config, per preference scored the last evaluation of
+    each arm (means with 95% intervals) and the verdict, and the files it wrote."""
+    from harness.report import verdict
+
+    info = read_info(folder)
+    config = read_config(folder)
+    preferences = [{"preference": name, "arms": _last(evals), "verdict": verdict(evals)} for name, evals in by_preference(read_evals(folder))]
+    return {
+        "run": folder.name, "path": str(folder), "status": info.status if info else None,
+        "info": info.model_dump(mode="json") if info else None, "config": config, "preferences": preferences,
+        "files": [str(folder / name) for name in RUN_FILES if (folder / name).exists()],
+    }
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def compare_runs(folders: list[Path]) -> dict[str, Any]:
+    """The config fields that differ between runs (seed aside), each trained arm's last evaluation per run, and the runs
+    left out of the table with the reason (no evaluation of a trained arm yet)."""
+    configs = [flatten(read_config(f)) for f in folders]
+    differ = [k for k in dict.fromkeys(k for c in configs for k in c) if len({repr(c.get(k)) for c in configs}) > 1 and k != "seed"]
+    rows, dropped = [], []
+    for folder, config in zip(folders, configs):
+        found = False
+        for name, evals in by_preference(read_evals(folder)):
+            for row in _last(evals):
+                if row["arm"] in TRAINED:
+                    found = True
+                    rows.append({"run": folder.name, "fields": {k: config.get(k) for k in differ}, "preference": name, **row})
+        if not found:
+            info = read_info(folder)
+            status = info.status if info else "no run.json"
+            dropped.append({"run": folder.name, "reason": f"no evaluation of a trained arm in metrics.jsonl ({status})"})
+    return {"differ": differ, "rows": rows, "dropped": dropped}
