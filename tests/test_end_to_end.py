@@ -79,10 +79,11 @@ def test_lora_run_stopped_then_resumed_then_evaluated(tmp_path):
                           "--results", str(tmp_path), "--run-id", "lora")
         run = tmp_path / "lora"
         stopped = RunInfo.model_validate_json((run / "run.json").read_text())
+        committed = json.loads((run / "state" / "treated-s0" / "latest.json").read_text())
         resumed = hindsight("personalize", "--resume", "lora", "--results", str(tmp_path))
     assert first.returncode == 1 and "--resume lora" in first.stderr, first.stdout + first.stderr
-    assert stopped.status == "failed"
-    assert json.loads((run / "state" / "treated-s0" / "latest.json").read_text())["done"] == 2  # the first update was committed
+    assert stopped.status == "failed" and "interaction 2" in (stopped.error or ""), stopped.error
+    assert committed["done"] == 2 and not committed.get("finished")  # the first update was committed, the run was not over
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     config = RunConfig.from_file(run / "config.yaml")
     assert config.policy.lora is not None and config.interactions == 4
