@@ -88,3 +88,19 @@ def test_dry_run_and_a_config_are_resolved_as_the_cli_resolves_them(tmp_path) ->
 
     assert harness.personalize(config=path, seeds=2, set={"trainer.lr": 1e-5}, dry_run=True).model_dump(mode="json") == yaml.safe_load(cli.stdout)
     assert harness.personalize(config=config, seeds=2, dry_run=True).seeds == 2
+
+
+def test_progress_true_prints_plain_lines_to_stderr(capsys) -> None:
+    from harness.api import _print_progress
+
+    record = {"arm": "treated", "seed": 0, "interactions": 4, "profile": None, "clean": 0.5, "compliance": 0.75, "mean_words": 12.0, "kl": 0.01,
+              "win_rate": 0.6}
+    for event in [{"type": "phase", "text": "evaluating the untrained model"}, {"type": "step", "arm": "treated", "seed": 0, "done": 2},
+                  {"type": "eval", "arm": "treated", "seed": 0, "record": record}, {"type": "done", "arm": "treated", "seed": 0}]:
+        _print_progress(event)
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        "evaluating the untrained model",
+        "eval treated s0 @ 4: clean 50% · compliant 75% · 12 words · KL 0.010 · win rate 60%",
+        "treated s0 done",
+    ]

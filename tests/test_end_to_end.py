@@ -29,13 +29,18 @@ def hindsight(*args: str, timeout: int = 900, cache=None) -> subprocess.Complete
     return subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
-def mc_suite(tmp_path, limit: int | None = None) -> str:
-    """The `quick` suite cut to its log-likelihood entry (mc_mini: 30 four-way questions; seconds on CPU)."""
+def small_suite(tmp_path, mc_limit: int | None = None, ifeval: int = 0) -> str:
+    """The `quick` suite cut down: its log-likelihood entry (mc_mini: 30 four-way questions, seconds on CPU) and, with
+    ``ifeval``, that many of its IFEval prompts answered in at most 64 tokens."""
     quick = yaml.safe_load((SUITES / "quick.yaml").read_text())
-    entry = next(e for e in quick["entries"] if e.get("task") == "mc_mini")
-    entry = {**entry, "path": str(SUITES / entry["path"]), **({"limit": limit} if limit else {})}
-    path = tmp_path / "mc.yaml"
-    path.write_text(yaml.safe_dump({"name": "mc", "entries": [entry]}))
+    entries = []
+    for entry in quick["entries"]:
+        if entry.get("task") == "mc_mini":
+            entries.append({**entry, "path": str(SUITES / entry["path"]), **({"limit": mc_limit} if mc_limit else {})})
+        elif entry.get("task") == "ifeval_mini" and ifeval:
+            entries.append({**entry, "path": str(SUITES / entry["path"]), "limit": ifeval, "gen_kwargs": {"max_gen_toks": 64}})
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump({"name": "small", "entries": entries}))
     return str(path)
 
 
@@ -98,23 +103,24 @@ def test_lora_run_stopped_then_resumed_then_evaluated(tmp_path):
     assert (checkpoint / "adapter_config.json").is_file() and list(checkpoint.glob("*.safetensors"))
 
     out = tmp_path / "eval.json"
-    scored = hindsight("eval", str(checkpoint), "--suite", mc_suite(tmp_path, limit=4), "--batch-size", "4", "--device", "cpu", "--out", str(out),
+    scored = hindsight("eval", str(checkpoint), "--suite", small_suite(tmp_path, mc_limit=4), "--batch-size", "4", "--device", "cpu", "--out", str(out),
                        timeout=600, cache=tmp_path / "eval-cache")
     assert scored.returncode == 0, scored.stdout + scored.stderr
     result = EvalResult.model_validate_json(out.read_text())
     acc = result.entries[0].metrics["acc"]
-    assert result.suite == "mc" and acc.n == 4 and 0.0 <= acc.value <= 1.0 and len(acc.scores) == 4
+    assert result.suite == "small" and acc.n == 4 and 0.0 <= acc.value <= 1.0 and len(acc.scores) == 4
 
 
 def test_regress_exits_1_on_a_checkpoint_broken_by_its_learning_rate(tmp_path):
-    """One SDPO update at lr 0.1 wrecks the model; against the untrained model on mc_mini, regress reports it and exits 1."""
+    """One SDPO update at lr 0.1 wrecks the model; against the untrained model on a cut-down `quick` suite, regress reports
+    the regression and exits 1. (On mc_mini alone it is not significant: 0.50 → 0.30 on 30 items, p 0.13.)"""
     done = hindsight("personalize", *TINY, "--eval-prompts", "1", "--set", "eval.kl_prompts=0", "--lr", "0.1", "--checkpoint-every", "0",
                      "--results", str(tmp_path), "--run-id", "broken")
     assert done.returncode == 0, done.stdout + done.stderr
     checkpoint = tmp_path / "broken" / "checkpoints" / "treated-s0"
     report = tmp_path / "regress.md"
-    gate = hindsight("regress", "--baseline", "smollm2-135m", "--candidate", str(checkpoint), "--suite", mc_suite(tmp_path), "--batch-size", "8",
+    gate = hindsight("regress", "--baseline", "smollm2-135m", "--candidate", str(checkpoint), "--suite", small_suite(tmp_path, ifeval=10), "--batch-size", "8",
                      "--device", "cpu", "--report", str(report), timeout=600, cache=tmp_path / "eval-cache")
-    assert gate.returncode == 1, gate.stdout + gate.stderr
-    text = report.read_text()
-    assert "regressed" in text and "mc_mini" in text and "(paired)" in text, text
+    text = report.read_text() if report.is_file() else ""
+    assert gate.returncode == 1, text or gate.stdout + gate.stderr
+    assert "| regressed |" in text and "**0 regressed**" not in text and "(paired)" in text, text
