@@ -112,15 +112,20 @@ def test_lora_run_stopped_then_resumed_then_evaluated(tmp_path):
 
 
 def test_regress_exits_1_on_a_checkpoint_broken_by_its_learning_rate(tmp_path):
-    """One SDPO update at lr 0.1 wrecks the model; against the untrained model on a cut-down `quick` suite, regress reports
-    the regression and exits 1. (On mc_mini alone it is not significant: 0.50 → 0.30 on 30 items, p 0.13.)"""
+    """One SDPO update at lr 0.1 wrecks the model (mc_mini accuracy 0.50 → 0.30, about chance); against the untrained model
+    `hindsight regress` reports the regression and exits 1. The shipped fixtures are small (30 questions), so the gate runs
+    at --confidence 0.8: at 0.95 this drop is not significant (p ≈ 0.13), nor is IFEval's on 10 prompts (0.6 → 0.4)."""
     done = hindsight("personalize", *TINY, "--eval-prompts", "1", "--set", "eval.kl_prompts=0", "--lr", "0.1", "--checkpoint-every", "0",
                      "--results", str(tmp_path), "--run-id", "broken")
     assert done.returncode == 0, done.stdout + done.stderr
     checkpoint = tmp_path / "broken" / "checkpoints" / "treated-s0"
     report = tmp_path / "regress.md"
-    gate = hindsight("regress", "--baseline", "smollm2-135m", "--candidate", str(checkpoint), "--suite", small_suite(tmp_path, ifeval=10), "--batch-size", "8",
-                     "--device", "cpu", "--report", str(report), timeout=600, cache=tmp_path / "eval-cache")
+    gate = hindsight("regress", "--baseline", "smollm2-135m", "--candidate", str(checkpoint), "--suite", small_suite(tmp_path), "--batch-size", "8",
+                     "--device", "cpu", "--confidence", "0.8", "--report", str(report), timeout=600, cache=tmp_path / "eval-cache")
     text = report.read_text() if report.is_file() else ""
     assert gate.returncode == 1, text or gate.stdout + gate.stderr
-    assert "| regressed |" in text and "**0 regressed**" not in text and "(paired)" in text, text
+    row = next(line for line in text.splitlines() if line.startswith("| mc_mini | acc |"))
+    assert row.endswith("| regressed |") and "(paired)" in row and "**1 regressed**: mc_mini/acc" in text, text
+    lenient = hindsight("regress", "--baseline", "smollm2-135m", "--candidate", str(checkpoint), "--suite", small_suite(tmp_path), "--batch-size", "8",
+                        "--device", "cpu", "--report", str(report), timeout=600, cache=tmp_path / "eval-cache")
+    assert lenient.returncode == 0 and "no significant regression" in lenient.stdout, lenient.stdout + lenient.stderr  # from the cache
