@@ -150,8 +150,11 @@ class ModelReward:
     def __init__(self, source: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code)
+        from core.models import resolve_model
+
+        where = resolve_model(source)  # a local folder without safetensors weights is a UserInputError naming the file
+        self.tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        self.model = AutoModelForSequenceClassification.from_pretrained(where, use_safetensors=True, trust_remote_code=trust_remote_code)
         self.model.to(device).eval().requires_grad_(False)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

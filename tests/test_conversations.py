@@ -47,14 +47,34 @@ def test_junk_never_stops_the_import(tmp_path):
     assert [c.line for c in result.conversations] == [7] and len(result.tuples) == 1 and result.tuples[0].followup == "c"
 
 
-def test_missing_file_and_missing_datasets_are_one_line_errors(tmp_path):
+def test_missing_file_and_missing_datasets_are_one_line_errors(tmp_path, monkeypatch):
     with pytest.raises(UserInputError, match="no such conversation file"):
         read_conversations(str(tmp_path / "nope.jsonl"))
-    try:
-        import datasets  # noqa: F401
-    except ImportError:  # not installed here: hf: must say so in one line
-        with pytest.raises(UserInputError, match="needs the `datasets` package"):
-            read_conversations("hf:allenai/WildChat-1M")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed (it may be here): hf: says so in one line
+    with pytest.raises(UserInputError, match=r"^hf:allenai/WildChat-1M needs the `datasets` package") as missing:
+        read_conversations("hf:allenai/WildChat-1M")
+    assert "\n" not in missing.value.render()
+
+
+def test_hf_source_reads_a_dataset_through_datasets(tmp_path, monkeypatch):
+    """hf:NAME[:SPLIT] for real: `datasets` loads a local dataset folder (no hub), streamed, and its rows are read as the
+    same JSONL lines would be; a split it lacks is a one-line error."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    good = [json.loads(line) for n, line in enumerate(SAMPLE.read_text().splitlines(), start=1) if line.strip() and n not in BAD]
+    rows = [{"conversation": r["conversation"]} for r in good if "conversation" in r][:6]
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (folder / "test.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+    local = load_tuples(str(folder / "train.jsonl"))
+    hub = load_tuples(f"hf:{folder}:train")
+    assert hub.source == f"hf:{folder}:train" and hub.records == len(rows) == 6
+    assert [c.messages for c in hub.conversations] == [c.messages for c in local.conversations] and local.conversations
+    assert [(t.request, t.answer, t.followup) for t in hub.tuples] == [(t.request, t.answer, t.followup) for t in local.tuples] and hub.tuples
+    assert load_tuples(f"hf:{folder}:test").records == 1
+    with pytest.raises(UserInputError, match=rf"^hf:{folder}:nosplit: could not load"):
+        read_conversations(f"hf:{folder}:nosplit")
 
 
 def test_history_is_the_last_messages_and_starts_on_a_user_turn():

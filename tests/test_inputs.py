@@ -119,6 +119,27 @@ def test_prompt_file_without_splits_holds_out_every_fourth(tmp_path):
     assert [prompts.draw(i, seed=1) for i in range(6)] == [prompts.draw(i, seed=1) for i in range(6)]
 
 
+def test_hf_prompt_source_reads_a_dataset_through_datasets(tmp_path, monkeypatch):
+    """prompts hf:NAME for real: `datasets` loads a local dataset folder (no hub); its test split is held out."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    folder = tmp_path / "asks"
+    folder.mkdir()
+    write(folder / "train.jsonl", "".join(json.dumps({"question": f"train question {i}", "id": i}) + "\n" for i in range(5)))
+    write(folder / "test.jsonl", "".join(json.dumps({"question": f"held-out question {i}", "id": i}) + "\n" for i in range(3)))
+    prompts = load_prompts(PromptSettings(source=f"hf:{folder}", eval_prompts=2))
+    assert sorted(prompts.train) == [f"train question {i}" for i in range(5)]
+    assert prompts.heldout == ("held-out question 0", "held-out question 1")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    write(labels / "train.jsonl", "".join(json.dumps({"label": i}) + "\n" for i in range(3)))
+    with pytest.raises(UserInputError, match=rf"^hf:{labels}: split 'train' has none of the columns prompt, instruction"):
+        load_prompts(PromptSettings(source=f"hf:{labels}", eval_prompts=2))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed: one line saying so
+    with pytest.raises(UserInputError, match=rf"^hf:{folder} needs the `datasets` package"):
+        load_prompts(PromptSettings(source=f"hf:{folder}"))
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -128,17 +149,23 @@ def test_prompt_file_without_splits_holds_out_every_fourth(tmp_path):
         (["--loss", "hinge", "--dry-run"], "--loss"),
         (["--set", "trainer.lr", "--dry-run"], "expected KEY=VALUE"),
         (["--set", "trainer.nonsense=1", "--dry-run"], "trainer.nonsense"),
-        (["--run-id", "../escape", "--dry-run"], None),
-        (["--interactions", "0"], "Invalid value"),
-        (["--no-such-option"], "No such option"),
+        (["--run-id", "../escape", "--dry-run"], "--run-id '../escape': use letters, digits"),
     ],
 )
 def test_bad_personalize_options_exit_2_with_one_line(args, needle):
     result = cli("personalize", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    if needle:
-        assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+    assert needle in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["--interactions", "0"], "Invalid value"), (["--no-such-option"], "No such option")])
+def test_usage_errors_are_clicks_own_exit_2(args, needle):
+    """Unknown options and out-of-range values are click's usage errors (a usage line and a box, not our one line)."""
+    result = cli("personalize", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert needle in result.stderr and "Usage:" in result.stderr
 
 
 def test_run_id_cannot_escape_results():

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import yaml
@@ -82,8 +83,24 @@ def test_personalize_writes_a_complete_consistent_run(tmp_path):
 
     shown = subprocess.run([*HINDSIGHT, "show", "tiny", "--results", str(tmp_path)], capture_output=True, text=True, timeout=120, env=WIDE)
     assert shown.returncode == 0 and "treated" in shown.stdout and "control" in shown.stdout and "win rate" in shown.stdout
-    compared = subprocess.run([*HINDSIGHT, "compare", "tiny", str(run), "--markdown", "--results", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert compared.returncode == 0 and compared.stdout.count("| tiny | treated | 4 |") == 2, compared.stdout + compared.stderr
+    # a second, different run: this one's log with another learning rate, no control arm and 77-word answers at the end
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    (other / "config.yaml").write_text(yaml.safe_dump({**yaml.safe_load((run / "config.yaml").read_text()), "control": False,
+                                                       "trainer": {**config.trainer.model_dump(mode="json"), "lr": 1e-4}}, sort_keys=False))
+    kept = [m.model_copy(update={"mean_words": 77.0}) if (m.arm, m.interactions) == ("treated", 4) else m
+            for m in metrics if m.arm != "control"]
+    (other / "metrics.jsonl").write_text("".join(m.model_dump_json() + "\n" for m in kept))
+    compared = subprocess.run([*HINDSIGHT, "compare", "tiny", str(other), "--markdown", "--results", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    table = [line for line in compared.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| run | control | trainer.lr | arm | n |"), table[0]  # the fields that differ, then the arms
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table]
+    column = cells[0].index("mean words")
+    rows = {tuple(row[:5]): row[column].split(" [")[0] for row in cells[1:]}
+    words = next(m.mean_words for m in evals if (m.arm, m.interactions) == ("treated", 4))
+    assert rows == {("other", "False", "0.0001", "treated", "4"): "77", ("tiny", "True", "2e-05", "treated", "4"): f"{words:.3g}",
+                    ("tiny", "True", "2e-05", "control", "4"): rows[("tiny", "True", "2e-05", "control", "4")]}, compared.stdout
     listed = subprocess.run([*HINDSIGHT, "runs", "--results", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and "tiny" in listed.stdout
 

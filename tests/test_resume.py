@@ -1,4 +1,4 @@
-"""Exact resume: a real run killed with SIGKILL at random points and resumed ends with the log of an uninterrupted run."""
+"""Exact resume: a real run killed with SIGKILL at seeded random points and resumed ends with the log of an uninterrupted run."""
 
 import json
 import os
@@ -101,10 +101,12 @@ def _lines(path) -> int:
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.timeout(3600)  # six starts of the real run: 18 min on 2 busy cores (measured), more than the suite's 1800 s
+def test_kill_9_at_seeded_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     ref = subprocess.run([*HINDSIGHT, *TINY, "--results", str(tmp_path), "--run-id", "ref"], capture_output=True, text=True, timeout=1200)
     assert ref.returncode == 0, ref.stdout + ref.stderr
-    seed = int(os.environ.get("HINDSIGHT_KILL_SEED", time.time_ns() % 10**6))
+    # the kill points (targets and delays) come from this seed: fixed, so a failure reproduces; HINDSIGHT_KILL_SEED tries others
+    seed = int(os.environ.get("HINDSIGHT_KILL_SEED", "0"))
     rng = random.Random(seed)
     run = tmp_path / "killed"
     total = _lines(tmp_path / "ref" / "interactions.jsonl")
@@ -133,7 +135,7 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pat
     print(f"kill seed {seed}: {json.dumps(kills)}")
     assert len(kills) == 5
     assert "resuming killed" in final.stdout
-    assert _log(run) == _log(tmp_path / "ref")  # nothing lost, nothing duplicated, the same numbers
+    assert _log(run) == _log(tmp_path / "ref"), f"kill seed {seed}"  # nothing lost, nothing duplicated, the same numbers
     info = RunInfo.model_validate_json((run / "run.json").read_text())
     assert info.status == "finished" and info.resumed  # (a process killed before it wrote run.json leaves no entry)
     from safetensors.torch import load_file

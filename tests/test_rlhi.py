@@ -74,9 +74,11 @@ def test_rewrite_trainer_explains_each_interaction_and_round_trips_its_state(fre
     assert second["label"] == "positive" and second["kept"] is False and "not rewritten" in second["why"]
     assert first["persona_source"] == "heuristic" and "Too long. I just need the short version." in first["persona"]
     assert first["rewrite"] and first["reward_rejected"] == -float(len(LONG.split()))
-    assert first["kept"] == (first["reward_chosen"] >= first["reward_rejected"] and first["rewrite"] != LONG)
-    if first["kept"]:
-        assert first["chosen"] == first["rewrite"] and first["rejected"] == LONG and result.metrics["pairs"] == 1
+    # the rewrite has at most 24 tokens, LONG about 45: fewer words, so the shorter-is-better reward keeps the pair
+    assert len(first["rewrite"].split()) < len(LONG.split()) and first["reward_chosen"] > first["reward_rejected"]
+    assert first["kept"] is True and first["why"] == "kept" and result.metrics["pairs"] == 1 and result.skipped is None
+    assert first["chosen"] == first["rewrite"] and first["rejected"] == LONG
+    assert "chosen" not in second and "rejected" not in second
     assert trainer.history == ["How do I cook rice?", "Too long. I just need the short version.", "What is a noun?", "Thanks, that works."]
 
     state = trainer.state_dict()
@@ -86,25 +88,39 @@ def test_rewrite_trainer_explains_each_interaction_and_round_trips_its_state(fre
     assert other.optimizer.optimizer.state_dict()["state"].keys() == state["optimizer"]["state"].keys()
 
 
+class RankReward:
+    """The middle candidate is best, the last worst: distinct rewards every time, so a pair is always formed."""
+
+    name = "rank"
+
+    def score(self, prompts, responses, persona, profile):
+        return [Reward({0: 1.0, 1: 2.0}.get(i, -float(i)), {}) for i in range(len(responses))]
+
+
 def test_candidates_pair_best_against_worst(fresh_policy):
     policy = fresh_policy
+    torch.manual_seed(0)  # the three sampled candidates (seeded: distinct, so the pair is not dropped as identical)
     trainer = RLHITrainer(policy, HFEngine(policy), RLHIConfig(candidates=3), "rlhi-reward", max_new_tokens=16, user_at=lambda i: None,
-                          reward=FixedReward())
+                          reward=RankReward())
     result = trainer.step([make_interaction(policy, 0, "Name a fruit.", "Apple.", "Thanks!", None)])
     summary = result.per_interaction[0]
-    rewards = [c["reward"] for c in summary["candidates"]]
-    assert len(rewards) == 3 and summary["label"] == "positive" and summary["persona"] is None  # no feedback yet: no persona
-    if summary["kept"]:
-        assert summary["reward_chosen"] == max(rewards) and summary["reward_rejected"] == min(rewards)
-    else:
-        assert max(rewards) == min(rewards) or "identical" in summary["why"]
+    candidates = summary["candidates"]
+    assert [c["reward"] for c in candidates] == [1.0, 2.0, -2.0]
+    assert summary["label"] == "positive" and summary["persona"] is None  # no feedback yet: no persona
+    assert len({c["text"] for c in candidates}) == 3
+    assert summary["kept"] is True and result.metrics["pairs"] == 1 and result.skipped is None
+    assert (summary["reward_chosen"], summary["reward_rejected"]) == (2.0, -2.0)
+    assert (summary["chosen"], summary["rejected"]) == (candidates[1]["text"], candidates[2]["text"])
 
 
 @pytest.mark.parametrize("method", sorted(RECIPES))
 def test_every_method_runs_from_the_cli(tmp_path, method):
     args = ["personalize", "--method", method, "-n", "2", "--batch-size", "2", "--eval-every", "2", "--eval-prompts", "1", "--max-new-tokens", "8",
             "--set", "eval.max_new_tokens=8", "--set", "eval.kl_prompts=1", "--no-control", "--no-oracle", "--simulator", "complain",
-            "--candidates", "2", "--results", str(tmp_path), "--run-id", "r"]
+            "--candidates", "2", "--results", str(tmp_path), "--run-id", "r",
+            # 8-token rewrites at the default temperature 0.6 copy the answer (an identical pair, dropped): sample hotter, and let a
+            # rewrite that scores below the original through (the filter has its own tests), so that every method keeps a pair
+            "--set", "rlhi.temperature=1.5", "--set", "rlhi.filter.improve=false"]
     result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "r"
@@ -117,6 +133,20 @@ def test_every_method_runs_from_the_cli(tmp_path, method):
     recipe = RECIPES[method]
     key = "candidates" if recipe.pairs == "candidates" else "rewrite"
     assert all(key in r.update for r in records)
+    # every method forms a pair here (seed 0): the update trains on something, and each kept pair says what it was
+    kept = [r for r in records if r.update["kept"]]
+    assert kept, [r.update["why"] for r in records]
+    for r in kept:
+        assert r.update["why"] == "kept" and r.update["chosen"] != r.update["rejected"]
+        if key == "rewrite":
+            assert (r.update["chosen"], r.update["rejected"]) == (r.update["rewrite"], r.response)
+        else:
+            texts = {c["text"]: c["reward"] for c in r.update["candidates"]}
+            assert texts[r.update["chosen"]] == r.update["reward_chosen"] == max(texts.values())
+            assert texts[r.update["rejected"]] == r.update["reward_rejected"] == min(texts.values())
+    for r in records:
+        if not r.update["kept"]:
+            assert "chosen" not in r.update and "rejected" not in r.update
     metrics = list(read_jsonl(run / "metrics.jsonl", METRIC))
     train = [m for m in metrics if isinstance(m, TrainRecord)]
     assert len(train) == 1 and train[0].metrics["pairs"] == sum(r.update["kept"] for r in records)
@@ -125,22 +155,43 @@ def test_every_method_runs_from_the_cli(tmp_path, method):
     assert (run / "curve.png").is_file() and f"method **{method}**" in (summary := (run / "summary.md").read_text()) and "rlhi: lr 2e-05, beta 0.1" in summary
 
 
-def test_control_arm_flip_and_persona_guided_inference(tmp_path):
-    """An RLHI run with its control arm through a flip, the profile persona (oracle) and persona-guided evaluation."""
-    args = ["flip", "--method", "rlhi-rewrite", "-n", "4", "--batch-size", "2", "--eval-every", "4", "--eval-prompts", "1", "--max-new-tokens", "8",
-            "--set", "eval.max_new_tokens=8", "--set", "eval.kl_prompts=1", "--control", "--no-oracle", "--jobs", "1", "--persona", "profile",
-            "--eval-persona", "trainer", "--results", str(tmp_path), "--run-id", "f"]
-    result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    records = list(read_jsonl(tmp_path / "f" / "interactions.jsonl", InteractionRecord))
-    treated = sorted((r for r in records if r.arm == "treated"), key=lambda r: r.index)
-    control = [r for r in records if r.arm == "control"]
+def test_control_arm_flip_and_persona_guided_inference(tmp_path, monkeypatch):
+    """An RLHI run with its control arm through a flip, the profile persona (oracle) and persona-guided evaluation: each
+    evaluation of the treated arm answers with the trainer's persona at that point in its system prompt."""
+    import harness
+    from harness.evaluate import Evaluator
+    from judges.persona import persona_system
+
+    systems: list[tuple[str, int, str | None]] = []
+    run_evaluation = Evaluator.run
+
+    def spy(self, policy, engine, *, arm, seed, interactions, system=None, **more):
+        systems.append((arm, interactions, system))
+        return run_evaluation(self, policy, engine, arm=arm, seed=seed, interactions=interactions, system=system, **more)
+
+    monkeypatch.setattr(Evaluator, "run", spy)  # jobs=1: every arm runs in this process
+    run = harness.personalize(
+        method="rlhi-rewrite", flip_at=2, interactions=4, batch_size=2, eval_every=2, eval_prompts=1, max_new_tokens=8, control=True, oracle=False,
+        jobs=1, persona="profile", eval_persona="trainer", set={"eval.max_new_tokens": 8, "eval.kl_prompts": 1}, results=tmp_path, run_id="f",
+    )
+    treated = sorted((r for r in run.interactions if r.arm == "treated"), key=lambda r: r.index)
+    control = [r for r in run.interactions if r.arm == "control"]
     concise, detailed = load_profile("concise"), load_profile("detailed")
     assert [r.update["persona"] for r in treated] == [concise.description.strip()] * 2 + [detailed.description.strip()] * 2
     assert all(r.update["persona_source"] == "profile (oracle)" for r in treated)
     assert all(r.update["persona"] is None for r in control)  # the neutral user has no profile to read
-    config = RunConfig.from_file(tmp_path / "f" / "config.yaml")
-    assert (config.eval.persona, config.rlhi.persona.source, config.flip_at) == ("trainer", "profile", 2)
+    assert (run.config.eval.persona, run.config.rlhi.persona.source, run.config.flip_at) == ("trainer", "profile", 2)
+
+    base = run.config.policy.system_prompt
+    assert ("initial", 0, base) in systems
+    seen = {(arm, n): system for arm, n, system in systems if arm != "initial"}
+    assert seen == {
+        ("treated", 2): persona_system(concise.description, base), ("treated", 4): persona_system(detailed.description, base),
+        ("control", 2): base, ("control", 4): base,
+    }
+    assert concise.description.strip() in seen[("treated", 2)] and detailed.description.strip() in seen[("treated", 4)]
+    # and the records of those evaluations are the ones written (one a preference: both sides of the flip)
+    assert sorted({(r.arm, r.interactions) for r in run.evals}) == [("control", 2), ("control", 4), ("initial", 0), ("treated", 2), ("treated", 4)]
 
 
 def test_llm_classifier_persona_and_reward_over_http(tmp_path):

@@ -41,17 +41,34 @@ def test_plain_baseline_with_an_empty_hindsight_is_a_no_op(fresh_policy):
     assert torch.allclose(weights(fresh_policy), before, atol=1e-6)
 
 
-def test_a_complaint_moves_the_policy_and_is_summarised(fresh_policy):
+@torch.no_grad()
+def answer_logprob(policy, interaction: Interaction) -> float:
+    """log π(answer | prompt): the complained-about answer's log-probability under the policy as it is now."""
+    scored = policy.score([interaction.context_ids], [list(interaction.response.token_ids)])
+    return float((scored.logprobs * scored.mask).sum())
+
+
+def test_a_complaint_lowers_the_answers_probability_and_is_summarised(fresh_policy):
+    """SDPO's direction, for every loss (each from the same untrained weights, the default neutral advantage reference): after
+    one update on a complaint, the answer complained about is less likely under the policy than before."""
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    cases = [("How do I cook rice?", ANSWER, "Way too long. One sentence, please."),
+             ("What is the capital of France?", "The capital of France is Berlin.", "No, that's wrong. Berlin is in Germany.")]
     for loss in ("sampled_token", "full_kl", "topk_kl"):
-        trainer = SDPOTrainer(fresh_policy, SDPOConfig(loss=loss, kl_anchor=0.1, ignore_first_k=2, lr=1e-4), seed=0)
-        before = weights(fresh_policy)
-        result = trainer.step([make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "Way too long. One sentence, please.")])
-        assert result.skipped is None, loss
-        assert not torch.equal(weights(fresh_policy), before), loss
-        summary = result.per_interaction[0]
-        assert summary["tokens"] == len(fresh_policy.tokenizer.encode(ANSWER, add_special_tokens=False)) + 1
-        assert "eos" in summary and len(summary["most_negative"]) == 3
-        assert {"loss", "grad_norm", "kl_anchor", "advantage_mean"} <= set(result.metrics)
+        for prompt, answer, complaint in cases:
+            fresh_policy.model.load_state_dict(untrained)
+            trainer = SDPOTrainer(fresh_policy, SDPOConfig(loss=loss, kl_anchor=0.1, ignore_first_k=2, lr=1e-4), seed=0)
+            interaction = make_interaction(fresh_policy, prompt, answer, complaint)
+            before, logprob_before = weights(fresh_policy), answer_logprob(fresh_policy, interaction)
+            result = trainer.step([interaction])
+            assert result.skipped is None, loss
+            assert not torch.equal(weights(fresh_policy), before), loss
+            logprob_after = answer_logprob(fresh_policy, interaction)
+            assert logprob_after < logprob_before - 1.0, (loss, prompt, logprob_before, logprob_after)
+            summary = result.per_interaction[0]
+            assert summary["tokens"] == len(fresh_policy.tokenizer.encode(answer, add_special_tokens=False)) + 1
+            assert "eos" in summary and len(summary["most_negative"]) == 3
+            assert {"loss", "grad_norm", "kl_anchor", "advantage_mean"} <= set(result.metrics)
 
 
 def test_template_must_have_both_placeholders():

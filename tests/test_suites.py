@@ -63,6 +63,7 @@ def test_a_bad_suite_is_one_line_and_exit_2_from_the_command(tmp_path):
     assert done.stderr.strip().count("\n") == 0 and f"{path}:3: field 'entries.0.task': Field required" in done.stderr
     unknown = subprocess.run([*HINDSIGHT, "eval", "smollm2-135m", "--suite", "nosuch"], capture_output=True, text=True, check=False)
     assert unknown.returncode == 2 and "no such suite (shipped: default, paper, quick" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1 and "Traceback" not in unknown.stderr, unknown.stderr
 
 
 def test_paper_suite_offline_stops_at_once_naming_what_is_missing(tmp_path):
