@@ -66,16 +66,16 @@ def validate(model: type[M], data: object, *, path: Path, tree: yaml.Node | None
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = _data_path(data, first["loc"])
+        loc = data_path(data, first["loc"])
         field = ".".join(str(p) for p in loc) or None
         message = first["msg"]
         if first["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(_fields(model, loc[:-1])))
+            allowed = ", ".join(sorted(field_names(model, loc[:-1])))
             message = f"unknown field (allowed here: {allowed})" if allowed else "unknown field"
         raise UserInputError(message, path=path, line=node_line(tree, loc), field=field) from None
 
 
-def _data_path(data: object, loc: tuple) -> tuple:
+def data_path(data: object, loc: tuple) -> tuple:
     """Pydantic's error location with union tags (e.g. a check's 'kind' value) dropped: the path as written in YAML."""
     path, node = [], data
     for n, part in enumerate(loc):
@@ -95,7 +95,7 @@ def load_model_file(model: type[M], path: Path) -> M:
     return validate(model, data, path=path, tree=tree)
 
 
-def _fields(model: type[BaseModel], loc: tuple) -> list[str]:
+def field_names(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (nested) model at ``loc``, for 'allowed here' hints; best effort."""
     current: type[BaseModel] | None = model
     for key in loc:

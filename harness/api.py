@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from core.errors import UserInputError
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, read_jsonl
 from harness.config import RunConfig
-from harness.runspec import check, check_run_id, new_run_id, run_kind, set_path, validate
+from harness.overrides import Overrides
+from harness.runs import check_run_id, new_run_id, preflight, run_kind
 
 if TYPE_CHECKING:
     import pandas
@@ -158,7 +159,6 @@ def personalize(
         >>> run.frame()[["arm", "interactions", "clean", "win_rate"]]
     """
     data = _start(config)
-    source = Path(config) if isinstance(config, (str, Path)) else None
     if profile is not None:
         fields["profile"] = profile
     if interactions is not None:
@@ -167,23 +167,24 @@ def personalize(
     for name, value in fields.items():
         if value is None:
             continue
+        origin = f"personalize({name}=…)"
         if name == "lr":  # the learning rate of whichever method runs, as --lr
-            set_path(data, "trainer.lr" if method == "sdpo" else "rlhi.lr", value)
+            data.set("trainer.lr" if method == "sdpo" else "rlhi.lr", value, origin)
         elif name == "lora":
-            set_path(data, "policy.lora", ({} if value is True else value) if value is not False else None)
+            data.set("policy.lora", ({} if value is True else value) if value is not False else None, origin)
         elif name in SHORTCUTS:
-            set_path(data, SHORTCUTS[name], value)
+            data.set(SHORTCUTS[name], value, origin)
         elif name in SECTION_SHORTCUTS and isinstance(value, str):
-            set_path(data, SECTION_SHORTCUTS[name], value)
+            data.set(SECTION_SHORTCUTS[name], value, origin)
         elif name in RunConfig.model_fields:
-            data[name] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+            data.set(name, value.model_dump(mode="json") if hasattr(value, "model_dump") else value, origin)
         else:
             known = [*RunConfig.model_fields, *SHORTCUTS, "lr", "lora"]
             close = difflib.get_close_matches(name, known, n=1)
             raise TypeError(f"personalize() got an unexpected keyword argument {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
     for key, value in (set or {}).items():
-        set_path(data, key.strip(), value)
-    resolved = check(validate(data, source))
+        data.set(key.strip(), value, f"set[{key.strip()!r}]")
+    resolved = preflight(data.validate(RunConfig))
     if dry_run:
         return resolved
     results = Path(results)
@@ -198,17 +199,11 @@ def personalize(
     return load_run(run_dir)
 
 
-def _start(config: RunConfig | str | Path | None) -> dict[str, Any]:
-    if config is None:
-        return {}
+def _start(config: RunConfig | str | Path | None) -> Overrides:
+    """The config data to start from: a RunConfig, a config YAML (errors name its lines) or nothing."""
     if isinstance(config, RunConfig):
-        return config.model_dump(mode="json")
-    from core.yamlio import read_yaml
-
-    data, _ = read_yaml(Path(config))
-    if not isinstance(data, dict):
-        raise UserInputError("expected a mapping of fields", path=config, line=1)
-    return data
+        return Overrides(data=config.model_dump(mode="json"))
+    return Overrides(Path(config) if config is not None else None)
 
 
 def _quiet(event: dict) -> None:

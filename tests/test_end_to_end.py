@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import yaml
+from conftest import HINDSIGHT
 
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
 from core.stats import interval
@@ -19,7 +19,6 @@ from suites.suite import SUITES
 
 from stub_provider import StubProvider
 
-HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 TINY = ["-n", "2", "--batch-size", "2", "--eval-every", "2", "--max-new-tokens", "8", "--set", "eval.max_new_tokens=8", "--no-control", "--no-oracle",
         "--jobs", "1"]
 

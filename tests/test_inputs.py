@@ -4,6 +4,7 @@ import inspect
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest

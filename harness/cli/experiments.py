@@ -15,7 +15,8 @@ import typer
 from core.errors import RunError, UserInputError
 from harness.cli.base import app, console, warn
 from harness.cli.options import Flagger, Guard, RunOptions, plain, with_run_options
-from harness.cli.overrides import Overrides, run_overrides
+from harness.cli.overrides import run_overrides
+from harness.overrides import Overrides
 
 if TYPE_CHECKING:
     from harness.config import RunConfig

@@ -29,7 +29,8 @@ from harness.cli.options import (
     plain,
     with_options,
 )
-from harness.cli.overrides import Overrides, advantage_reference_key, parse_value
+from harness.cli.overrides import advantage_reference_key
+from harness.overrides import Overrides, parse_value
 
 
 @dataclass(frozen=True)
