@@ -119,12 +119,3 @@ def _profile_spec(spec: str, suite: Suite) -> str:
     """A profile name stays a name; a path is taken relative to the suite file."""
     return str(suite.resolve(spec)) if spec.endswith((".yaml", ".yml")) or "/" in spec else spec
 
-
-def judge_backend(settings, device: str):
-    """A judge backend (LLM or local model) from JudgeSettings of kind llm or local."""
-    from judges import local_backend
-    from judges.backends import LiteLLMBackend
-
-    if settings.kind == "llm":
-        return LiteLLMBackend(LLMClient(settings.llm))
-    return local_backend(settings.model, device)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from core.errors import UserInputError
 from core.yamlio import read_yaml, validate
-from judges import JudgeSettings
+from judges import BACKENDS, JudgeSettings
 
 SUITES = Path(__file__).parent
 Limit = Annotated[float, Field(gt=0, description="items per task: an integer count, or a fraction below 1")]
@@ -72,8 +72,8 @@ class AlpacaEvalEntry(_Entry):
     @field_validator("annotator")
     @classmethod
     def _backend(cls, judge: JudgeSettings) -> JudgeSettings:
-        if judge.kind not in ("llm", "local"):
-            raise ValueError("the annotator's kind must be llm or local")
+        if judge.kind not in BACKENDS:
+            raise ValueError(f"the annotator's kind must be a judge backend: {' or '.join(BACKENDS.names())}")
         return judge
 
 
@@ -94,8 +94,8 @@ class UserEvalEntry(_Entry):
 
     @model_validator(mode="after")
     def _checked(self) -> UserEvalEntry:
-        if self.judge.kind not in ("llm", "local"):
-            raise ValueError("the judge's kind must be llm or local")
+        if self.judge.kind not in BACKENDS:
+            raise ValueError(f"the judge's kind must be a judge backend: {' or '.join(BACKENDS.names())}")
         if self.persona and self.profile:
             raise ValueError("give persona or profile, not both")
         return self

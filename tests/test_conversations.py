@@ -12,7 +12,7 @@ import pytest
 from core.conversations import ImportSettings, import_stats, load_tuples, read_conversations, tuples_of
 from core.errors import UserInputError
 from core.followups import FOLLOWUP_TYPES, FollowupCase
-from judges.followups import HeuristicClassifier
+from judges.followup import HeuristicClassifier
 
 SAMPLE = Path(__file__).parent / "data" / "wildchat_sample.jsonl"
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]

@@ -81,10 +81,10 @@ def test_repair_drops_torn_lines_and_work_after_the_commit(tmp_path):
     ]
     (tmp_path / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"arm": "treated", "se')
     states = {("treated", 0): ArmState(step=0, done=2), ("control", 0): None}
-    repair = repair_logs(tmp_path, states, baseline_done=True)
+    repair = repair_logs(tmp_path, states, untrained_done=True)
     kept = [json.loads(line) for line in (tmp_path / "interactions.jsonl").read_text().splitlines()]
     assert kept == [rows[0], rows[1], rows[4]] and (repair.torn, repair.dropped) == (1, 3)
-    repair_logs(tmp_path, states, baseline_done=False)  # the baseline evaluation did not finish: it is redone too
+    repair_logs(tmp_path, states, untrained_done=False)  # the untrained evaluation did not finish: it is redone too
     assert [json.loads(line) for line in (tmp_path / "interactions.jsonl").read_text().splitlines()] == [rows[1], rows[4]]
 
 
@@ -109,7 +109,7 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pat
     rng = random.Random(seed)
     run = tmp_path / "killed"
     total = _lines(tmp_path / "ref" / "interactions.jsonl")
-    # each kill waits until the log holds this many interactions (0: during start-up and the baseline), then a random delay;
+    # each kill waits until the log holds this many interactions (0: during start-up and the untrained evaluation), then a random delay;
     # each target lies past the last one, so every resumed process has to redo what was cut and go further before it dies
     targets = [0]
     while len(targets) < 5:
