@@ -83,16 +83,18 @@ def build_trainer(config: RunConfig, schedule: Schedule, policy: Policy, engine:
     return build_method(TrainerInputs(config=config, policy=policy, engine=engine, arm=arm, seed=seed, neutral_pool=neutral_pool, user_at=user_at))
 
 
-def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False) -> RunInfo:
+def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False, schedule: Schedule | None = None) -> RunInfo:
     """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events.
 
     With ``resume``, ``run_dir`` holds a run that stopped (killed, failed): its log is repaired back to the arms'
     committed states and each unfinished arm continues from its own, exactly as if the run had not stopped.
+    ``schedule``: the run's schedule when the caller built it already (``build_schedule(config)``); the profiles are
+    read once per run, and every arm gets this schedule.
     """
     from harness.report import write_report
 
-    schedule = build_schedule(config)  # the profiles are read here, once per run
-    config = config.with_budgets(max(p.min_words() for p in schedule.scored))
+    schedule = schedule or build_schedule(config)
+    config = config.with_budgets(max(p.min_words() for p in schedule.scored))  # no-op when the caller filled the budgets
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         old = run_dir / "run.json"  # missing when the run was killed right after writing its config
