@@ -102,6 +102,17 @@ def _lines(path) -> int:
 
 
 @pytest.mark.slow
+def test_the_untrained_marker_keeps_its_old_name_in_old_runs(tmp_path):
+    from harness.loop import _untrained_marker
+
+    assert _untrained_marker(tmp_path) == tmp_path / "state" / "untrained.json"  # a new run writes the new name
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "baseline.json").write_text('{"reference": []}')
+    assert _untrained_marker(tmp_path) == tmp_path / "state" / "baseline.json"  # a run from before the rename still resumes
+    (tmp_path / "state" / "untrained.json").write_text('{"reference": []}')
+    assert _untrained_marker(tmp_path) == tmp_path / "state" / "untrained.json"
+
+
 def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     ref = subprocess.run([*HINDSIGHT, *TINY, "--results", str(tmp_path), "--run-id", "ref"], capture_output=True, text=True, timeout=1200)
     assert ref.returncode == 0, ref.stdout + ref.stderr
