@@ -34,6 +34,7 @@ from core.runtime import quiet_libraries, seed_everything
 from harness.config import RunConfig
 from harness.evaluate import Evaluator, Preference
 from harness.loop import ArmJob, run_arm
+from harness.schedule import build_schedule
 from judges.relevance import Embedder
 from simulators.profile import load_profile
 from simulators.scripted import ScriptedSimulator
@@ -107,7 +108,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        run_arm(ArmJob(config, run_dir, "treated", 0, tuple([""] * len(prompts.heldout))), lambda event: None)
+        run_arm(ArmJob(config, run_dir, "treated", 0, tuple([""] * len(prompts.heldout)), build_schedule(config)), lambda event: None)
         steps = [r for r in read_jsonl(run_dir / "metrics.jsonl", METRIC) if isinstance(r, TrainRecord)]
     inside = sum(r.timings["generate"] + r.timings["simulate"] + r.timings["train"] for r in steps)
     wall = sum(r.timings["step"] for r in steps)

@@ -64,7 +64,7 @@ class InteractionRecord(_Record):
     failed: str | None = Field(None, description="why the simulator gave no follow-up (its LLM still failing after retries); left out of the update")
     guard: GuardDecision | None = Field(None, description="the update guard's decision on the follow-up (None: no flagger ran)")
     method: str = Field("sdpo", description="the method that trained on this interaction")
-    label: str | None = Field(None, description="RLHI methods: the follow-up's type (new, retry_feedback, retry_no_feedback, positive)")
+    label: str | None = Field(None, description="RLHI methods: the follow-up's type (core/followups.py: new_request, reattempt_with_feedback, reattempt_without_feedback, positive_feedback; runs before the vocabulary was unified wrote new, retry_feedback, retry_no_feedback, positive)")
     update: dict = Field(default_factory=dict, description="RLHI methods: what the update did with this interaction (label and who decided it, persona, "
                          "rewrite or candidates, rewards, kept or why not, chosen and rejected)")
 

@@ -105,3 +105,22 @@ def field_names(model: type[BaseModel], loc: tuple) -> list[str]:
         annotation = getattr(info, "annotation", None)
         current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     return list(current.model_fields) if current is not None else []
+
+
+_DEPRECATED_SEEN: set[tuple[str, str]] = set()
+
+
+def renamed_key(data: object, old: str, new: str, where: str) -> object:
+    """For a ``model_validator(mode="before")``: a mapping that spells a renamed field the old way gets it moved to the new
+    name, with one deprecation line on stderr per process and name (both spellings at once is an error)."""
+    if not isinstance(data, dict) or old not in data:
+        return data
+    if new in data:
+        raise ValueError(f"{where}.{old} is the old name of {where}.{new}: give only {new}")
+    data = {(new if key == old else key): value for key, value in data.items()}
+    if (where, old) not in _DEPRECATED_SEEN:
+        _DEPRECATED_SEEN.add((where, old))
+        import sys
+
+        print(f"hindsight: deprecated: {where}.{old} is now {where}.{new}; the old name is still read, for now", file=sys.stderr)
+    return data

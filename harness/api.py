@@ -184,7 +184,7 @@ def personalize(
             raise TypeError(f"personalize() got an unexpected keyword argument {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
     for key, value in (set or {}).items():
         data.set(key.strip(), value, f"set[{key.strip()!r}]")
-    resolved = preflight(data.validate(RunConfig))
+    resolved, schedule = preflight(data.validate(RunConfig))
     if dry_run:
         return resolved
     results = Path(results)
@@ -195,7 +195,7 @@ def personalize(
     from harness.loop import personalize as run_personalize
 
     sink = progress if callable(progress) else _print_progress if progress else _quiet
-    run_personalize(resolved, run_dir, sink, command=f"harness.personalize(results={str(results)!r}, run_id={name!r})")
+    run_personalize(resolved, run_dir, sink, command=f"harness.personalize(results={str(results)!r}, run_id={name!r})", schedule=schedule)
     return load_run(run_dir)
 
 

@@ -1,7 +1,7 @@
 """Exact resume: atomic per-arm training state, and the repair of a run log cut by a crash.
 
 ``results/<run>/state/``
-    ``baseline.json``                 written once the untrained model (and oracle) evaluations are all logged
+    ``untrained.json``                written once the untrained model (and oracle) evaluations are all logged
     ``<arm>-s<seed>/latest.json``     the arm's committed state: loop counters and the folder holding the tensors
     ``<arm>-s<seed>/step-NNNNNN/``    ``state.safetensors`` (trainable weights, trainer state, RNG states) and
                                       ``state.json`` (everything else, core/state_io.py); folders no pointer names
@@ -33,7 +33,7 @@ from core.errors import RunError
 from core.state_io import load_state, save_state
 
 LOGS = ("interactions.jsonl", "metrics.jsonl", "samples.jsonl")
-BASELINE_ARMS = ("initial", "oracle")
+UNTRAINED_ARMS = ("initial", "oracle")
 
 
 class ArmState(BaseModel):
@@ -173,7 +173,7 @@ class Repair:
         return f"dropped {self.dropped} records written after the last checkpoints and {self.torn} torn lines"
 
 
-def repair_logs(run_dir: Path, states: dict[tuple[str, int], ArmState | None], baseline_done: bool) -> Repair:
+def repair_logs(run_dir: Path, states: dict[tuple[str, int], ArmState | None], untrained_done: bool) -> Repair:
     """Rewrite each log without torn lines and without records past the committed states.
 
     ``states`` maps every training (arm, seed) to its committed state (None: nothing committed: all its records go).
@@ -192,7 +192,7 @@ def repair_logs(run_dir: Path, states: dict[tuple[str, int], ArmState | None], b
             except json.JSONDecodeError:
                 repair.torn += 1
                 continue
-            if _after_commit(record, states, baseline_done):
+            if _after_commit(record, states, untrained_done):
                 repair.dropped += 1
             else:
                 keep.append(line)
@@ -200,10 +200,10 @@ def repair_logs(run_dir: Path, states: dict[tuple[str, int], ArmState | None], b
     return repair
 
 
-def _after_commit(record: dict, states: dict[tuple[str, int], ArmState | None], baseline_done: bool) -> bool:
+def _after_commit(record: dict, states: dict[tuple[str, int], ArmState | None], untrained_done: bool) -> bool:
     arm, seed = record.get("arm"), record.get("seed")
-    if arm in BASELINE_ARMS:
-        return not baseline_done
+    if arm in UNTRAINED_ARMS:
+        return not untrained_done
     if (arm, seed) not in states:
         return False
     state = states[(arm, seed)]

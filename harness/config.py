@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.policy import PolicySettings
 from core.prompts import PromptSettings
 from core.yamlio import load_model_file
 from judges import JudgeSettings
 from simulators import SimulatorSettings
+from trainers import METHOD_HELP, METHODS, RLHIConfig, SDPOConfig
 from trainers.guard import GuardMode
-from trainers.rlhi import METHOD_HELP, Method, RLHIConfig
-from trainers.sdpo import SDPOConfig
 
 CONFIG_VERSION = 1
 
@@ -71,7 +70,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = CONFIG_VERSION
-    method: Method = Field("sdpo", description=METHOD_HELP)
+    method: str = Field("sdpo", description=METHOD_HELP)
     profile: str = Field("concise", description="profile name or path to a profile YAML")
     interactions: int = Field(64, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -93,15 +92,20 @@ class RunConfig(BaseModel):
                                  "checkpoint then holds the weights of its last evaluation within the limit (None: no limit)")
     fail_budget: int = Field(10, ge=0, description="interactions per arm and seed whose simulator call may fail after its retries (recorded, left out of "
                              "the update) before the run stops; 0 stops at the first (--fail-fast)")
-    neutral_pool: str = Field("builtin", description="messages of the control arm's user and of the neutral baseline (one pool): 'builtin' (small talk, acknowledgements), 'unrelated' (unrelated questions) or a text file")
+    neutral_pool: str = Field("builtin", description="messages of the control arm's user and of the SDPO advantage's neutral reference (one pool): 'builtin' (small talk, acknowledgements), 'unrelated' (unrelated questions) or a text file")
     policy: PolicySettings = PolicySettings()
     prompts: PromptSettings = PromptSettings()
     generation: GenerationSettings = GenerationSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     judge: JudgeSettings = JudgeSettings()
     trainer: SDPOConfig = Field(SDPOConfig(), description="the SDPO update (method sdpo)")
-    rlhi: RLHIConfig = Field(RLHIConfig(), description="the RLHI and baseline updates (every method but sdpo)")
+    rlhi: RLHIConfig = Field(RLHIConfig(), description="the RLHI updates and their ablation methods (every method but sdpo)")
     eval: EvalSettings = EvalSettings()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        return METHODS.check(method)
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -112,7 +116,7 @@ class RunConfig(BaseModel):
         if self.flip_at is not None and self.continual is not None:
             raise ValueError("a run either flips (flip_at) or adds preferences (continual), not both")
         if self.redteam is not None:
-            if self.method != "sdpo":
+            if not METHODS.info(self.method).get("guarded"):
                 raise ValueError(f"the update guard that redteam compares is SDPO's (trainer.guard); method {self.method} has none")
             if self.changes():
                 raise ValueError("a red-team run has one user throughout: no flip_at or continual")
@@ -133,9 +137,16 @@ class RunConfig(BaseModel):
             return [k * self.continual.stage for k in range(1, len(self.continual.add) + 1)]
         return [self.flip_at] if self.flip_at is not None else []
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether both token budgets are set (``with_budgets`` has nothing left to fill)."""
+        return self.generation.max_new_tokens is not None and self.eval.max_new_tokens is not None
+
     def with_budgets(self, min_words: int) -> RunConfig:
         """Fill the automatic token budgets: 96 (train) and 160 (eval) tokens, or room for the profile's
         word minimum (2 tokens a word) when it asks for more, so that a cut answer is never judged too short."""
+        if self.budgeted:
+            return self
         need = 2 * min_words
         generation = self.generation.max_new_tokens or max(96, need)
         evaluation = self.eval.max_new_tokens or max(160, need)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.conversations import ImportResult, ImportSettings, read_conversations
 from core.errors import UserInputError
-from judges.followups import build_classifier
+from judges.followup import build_classifier
 from suites.wildchat_usereval import BuildReport, UserEvalSettings, build_rows, split_users, write_rows
 
 

@@ -17,6 +17,7 @@ from judges.degeneration import assess
 from judges.pairwise import summarize
 from judges.relevance import Embedder, novel_content_words
 from simulators.profile import Profile, words
+from trainers.base import Trainer
 
 ORACLE_SYSTEM = "Tailor every answer to this user, who describes themselves as follows:\n{description}"
 
@@ -27,7 +28,7 @@ def oracle_system(profile: Profile, base: str | None) -> str:
     return f"{base}\n\n{persona}" if base else persona
 
 
-def eval_system(config: RunConfig, trainer: object, profile: Profile) -> str | None:
+def eval_system(config: RunConfig, trainer: Trainer, profile: Profile) -> str | None:
     """The system prompt of a trained arm's evaluation: the configured one, or with ``eval.persona`` (persona-guided
     inference) a persona added in RLHI's wording: the trainer's current persona, or the profile's description (an oracle)."""
     from judges.persona import persona_system
@@ -35,7 +36,7 @@ def eval_system(config: RunConfig, trainer: object, profile: Profile) -> str | N
     base = config.policy.system_prompt
     if config.eval.persona == "off":
         return base
-    persona = profile.description if config.eval.persona == "profile" else getattr(trainer, "persona", None)
+    persona = profile.description if config.eval.persona == "profile" else trainer.persona
     return persona_system(persona, base)
 
 

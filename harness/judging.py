@@ -9,7 +9,8 @@ from pathlib import Path
 from core.errors import UserInputError
 from core.llm_client import LLMClient, LLMSettings
 from core.records import usage_records, write_json
-from judges import JudgeSettings, build_judge, llm_usage, local_backend
+from judges import JudgeSettings, build_judge, llm_usage
+from judges.backends import build_backend
 from judges.usereval import UserEval, UserEvalResult, load_rows
 from judges.usereval import summary_markdown as usereval_markdown
 from judges.versus import JudgeResult, judge_matched, match_files
@@ -28,15 +29,12 @@ def usereval_files(rows_path: Path, settings: JudgeSettings, folder: Path, *, pe
                    persona_api_key_env: str | None = None, persona: str | None = None, profile: str | None = None) -> UserEvalRun:
     """Judge a UserEval rows file on its three axes; writes usereval.json and summary.md into ``folder``. The persona model
     (default: an llm judge's model) summarizes each row's history; its base URL and key default to the judge's."""
-    from judges.backends import LiteLLMBackend
-
     if persona and profile:
         raise UserInputError("give --persona or --profile, not both")
     data = load_rows(rows_path)
     fallback = persona or (load_profile(profile).description if profile else None)
-    judge_client = LLMClient(settings.llm) if settings.llm else None
-    backend = LiteLLMBackend(judge_client) if judge_client else local_backend(settings.model, "auto")
-    persona_spec = persona_model or (judge_client.settings.model if judge_client else None)
+    backend = build_backend(settings)
+    persona_spec = persona_model or (settings.llm.model if settings.llm else None)
     persona_client = None
     if persona_spec:
         api_base = persona_api_base or (settings.llm.api_base if settings.llm else None)

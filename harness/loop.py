@@ -46,17 +46,20 @@ from harness.checkpoint import (
 )
 from harness.config import RunConfig
 from harness.evaluate import Evaluator, Preference, eval_system, oracle_system
-from harness.schedule import build_schedule
+from harness.schedule import Schedule, build_schedule
 from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
-from trainers import RLHITrainer, SDPOTrainer
+from trainers import TrainerInputs
+from trainers import build_trainer as build_method
 from trainers.base import StepResult, Trainer
 
 Event = dict
 Sink = Callable[[Event], None]
-BASELINE = Path("state") / "baseline.json"
+# the untrained model's (and oracle's) evaluations are logged once this exists; runs before the rename wrote the old name
+UNTRAINED = Path("state") / "untrained.json"
+UNTRAINED_OLD = Path("state") / "baseline.json"
 
 
 @dataclass(frozen=True)
@@ -66,30 +69,32 @@ class ArmJob:
     arm: str
     seed: int
     reference: tuple[str, ...]
+    schedule: Schedule
 
 
-def build_trainer(config: RunConfig, policy: Policy, engine: Engine, *, arm: str, seed: int, neutral_pool: Sequence[str]) -> Trainer:
-    """The trainer of ``config.method`` for one arm. RLHI trainers read the simulated user's profile at each interaction
-    (persona source ``profile``, the rules reward) on the treated arm; a control arm's neutral user has none."""
-    if config.method == "sdpo":
-        return SDPOTrainer(policy, config.trainer_for(arm), seed=seed, neutral_pool=neutral_pool)
-    schedule = build_schedule(config)
+def build_trainer(config: RunConfig, schedule: Schedule, policy: Policy, engine: Engine, *, arm: str, seed: int,
+                  neutral_pool: Sequence[str]) -> Trainer:
+    """The trainer of ``config.method`` for one arm (trainers.METHODS). Trainers may read the simulated user's profile at
+    each interaction (RLHI's persona source ``profile``, the rules reward) on a treated arm; a control arm's neutral user has none."""
 
     def user_at(index: int):
         return schedule.user_at(index) if arm != "control" else None
 
-    return RLHITrainer(policy, engine, config.rlhi, config.method, config.generation.max_new_tokens or 96, user_at)
+    return build_method(TrainerInputs(config=config, policy=policy, engine=engine, arm=arm, seed=seed, neutral_pool=neutral_pool, user_at=user_at))
 
 
-def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False) -> RunInfo:
+def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False, schedule: Schedule | None = None) -> RunInfo:
     """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events.
 
     With ``resume``, ``run_dir`` holds a run that stopped (killed, failed): its log is repaired back to the arms'
     committed states and each unfinished arm continues from its own, exactly as if the run had not stopped.
+    ``schedule``: the run's schedule when the caller built it already (``build_schedule(config)``); the profiles are
+    read once per run, and every arm gets this schedule.
     """
     from harness.report import write_report
 
-    config = config.with_budgets(max(p.min_words() for p in build_schedule(config).scored))
+    schedule = schedule or build_schedule(config)
+    config = config.with_budgets(max(p.min_words() for p in schedule.scored))  # no-op when the caller filled the budgets
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         old = run_dir / "run.json"  # missing when the run was killed right after writing its config
@@ -109,13 +114,13 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "",
         sink(event)
 
     try:
-        reference = _baseline_evals(config, run_dir, collect)
+        reference = _untrained_evals(config, schedule, run_dir, collect)
         states = committed_states(run_dir, config.arms())
         for (arm, seed), state in states.items():
             if state is not None and state.finished:
                 sink({"type": "start", "arm": arm, "seed": seed, "total": config.interactions, "done": state.done})
                 sink({"type": "done", "arm": arm, "seed": seed})
-        jobs = [ArmJob(config, run_dir, arm, seed, reference) for (arm, seed), state in states.items() if state is None or not state.finished]
+        jobs = [ArmJob(config, run_dir, arm, seed, reference, schedule) for (arm, seed), state in states.items() if state is None or not state.finished]
         _run_jobs(jobs, config.jobs, collect)
         info.llm_usage = usage_records(usage)
         write_json(run_dir / "run.json", info)  # the report quotes the usage
@@ -135,17 +140,23 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "",
 def _repair(config: RunConfig, run_dir: Path, sink: Sink) -> None:
     """Cut the log back to what the committed states cover (a torn last line included) and say what was done."""
     states = committed_states(run_dir, config.arms())
-    repair = repair_logs(run_dir, states, baseline_done=(run_dir / BASELINE).is_file())
+    repair = repair_logs(run_dir, states, untrained_done=_untrained_marker(run_dir).is_file())
     where = ", ".join(f"{arm}/s{seed} " + ("finished" if s and s.finished else f"from {s.done}" if s else "from 0") for (arm, seed), s in states.items())
     sink({"type": "phase", "text": f"resuming {run_dir.name}: {where}; {repair.describe()}"})
 
 
-def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, ...]:
+def _untrained_marker(run_dir: Path) -> Path:
+    """state/untrained.json, or state/baseline.json in a run written before the rename (so that it still resumes)."""
+    old = run_dir / UNTRAINED_OLD
+    return old if old.is_file() and not (run_dir / UNTRAINED).is_file() else run_dir / UNTRAINED
+
+
+def _untrained_evals(config: RunConfig, schedule: Schedule, run_dir: Path, sink: Sink) -> tuple[str, ...]:
     """Evaluate the untrained model (and the oracle); return its answers as the relevance reference.
 
-    Once logged, the answers are kept in state/baseline.json, and a resumed run reads them from there.
+    Once logged, the answers are kept in state/untrained.json, and a resumed run reads them from there.
     """
-    marker = run_dir / BASELINE
+    marker = _untrained_marker(run_dir)
     if marker.is_file():
         return tuple(json.loads(marker.read_text(encoding="utf-8"))["reference"])
     quiet_libraries()
@@ -154,7 +165,7 @@ def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, 
     prompts = load_prompts(config.prompts)
     policy = Policy.load(config.policy)
     engine = HFEngine(policy, batch_size=config.eval.batch_size)
-    preferences = _preferences(config)
+    preferences = _preferences(config, schedule)
     evaluator = Evaluator(preferences, prompts.heldout, config.eval, Embedder(device=policy.device))
     sink({"type": "phase", "text": f"evaluating the untrained model on {len(prompts.heldout)} held-out prompts"})
     records, samples = evaluator.run(policy, engine, arm="initial", seed=config.seed, interactions=0)
@@ -169,14 +180,15 @@ def _baseline_evals(config: RunConfig, run_dir: Path, sink: Sink) -> tuple[str, 
                                                    against=reference, preferences=[preference])
             _write_eval(run_dir, oracle, oracle_samples, sink)
     _report_usage(sink, judge=[p.judge for p in preferences])
+    marker = run_dir / UNTRAINED
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(marker, json.dumps({"reference": reference}))
     return reference
 
 
-def _preferences(config: RunConfig) -> list[Preference]:
+def _preferences(config: RunConfig, schedule: Schedule) -> list[Preference]:
     """The preferences every evaluation scores, each with its judge; named in the records when there are several."""
-    scored = build_schedule(config).scored
+    scored = schedule.scored
     return [Preference(p, build_judge(config.judge, p, device=config.policy.device), p.name if len(scored) > 1 else None) for p in scored]
 
 
@@ -242,17 +254,17 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
     quiet_libraries()
     set_threads(config.threads)
     seed_everything(seed)
-    schedule = build_schedule(config)
+    schedule = job.schedule
     prompts = load_prompts(config.prompts)
     policy = Policy.load(config.policy)
     policy.snapshot_initial()  # the reference for KL to the initial policy (and the KL anchor)
     engine = HFEngine(policy)
-    preferences = _preferences(config)
+    preferences = _preferences(config, schedule)
     evaluator = Evaluator(preferences, prompts.heldout, config.eval, Embedder(device=policy.device))
     evaluator.set_reference(job.reference)
     pool = load_pool(config.neutral_pool)
     simulator = build_simulator(config.simulator) if arm != "control" else NeutralSimulator(pool, salt=f"control-{seed}")
-    trainer = build_trainer(config, policy, engine, arm=arm, seed=seed, neutral_pool=pool)
+    trainer = build_trainer(config, schedule, policy, engine, arm=arm, seed=seed, neutral_pool=pool)
     params = SamplingParams(**config.generation.model_dump())
     total = config.interactions
     keep = arm == "treated" and config.save_checkpoint
@@ -284,9 +296,9 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         failures += len(failed)
         if failures > config.fail_budget:
             for interaction in failed:
-                append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, arm, seed, step, interaction, {}, profile))
+                append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, trainer, arm, seed, step, interaction, {}, profile))
             limit = "--fail-fast" if config.fail_budget == 0 else f"fail_budget {config.fail_budget}"
-            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=_guards(trainer), rlhi=getattr(trainer, "llm_parts", []))
+            _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], **trainer.llm_parts())
             raise RunError(f"{arm} s{seed} stopped at interaction {failed[-1].index}: {failures} simulator calls failed after their retries "
                            f"({limit}); last: {failed[-1].followup.failed}")
         trained = [i for i in batch if i.followup.failed is None]
@@ -295,7 +307,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         summaries = iter(result.per_interaction)
         for interaction in batch:
             summary = {} if interaction.followup.failed is not None else next(summaries)
-            append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, arm, seed, step, interaction, summary, profile))
+            append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, trainer, arm, seed, step, interaction, summary, profile))
         done = indices[-1] + 1
         last = (step, done)
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
@@ -323,14 +335,8 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
             state = ArmState(step=step, done=done, failures=failures, kept=kept)
             checkpoints.save(state, {"weights": trainable_weights(policy.model), "trainer": trainer.state_dict(), "rng": rng_state()})
     checkpoints.finish(ArmState(step=last[0], done=last[1], failures=failures, kept=kept))
-    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], flagger=_guards(trainer), rlhi=getattr(trainer, "llm_parts", []))
+    _report_usage(sink, judge=[p.judge for p in preferences], simulator=[simulator], **trainer.llm_parts())
     sink({"type": "done", "arm": arm, "seed": seed})
-
-
-def _guards(trainer: Trainer) -> list:
-    """The trainer's update guard (its flagger may call an LLM), for the usage report; RLHI trainers have none."""
-    guard = getattr(trainer, "guard", None)
-    return [guard] if guard is not None else []
 
 
 def _kl_stop(records: list[EvalRecord], max_kl: float | None) -> str | None:
@@ -341,9 +347,10 @@ def _kl_stop(records: list[EvalRecord], max_kl: float | None) -> str | None:
     return f"KL to the initial policy {max(measured):.4g} > max_kl {max_kl:g} at {records[0].interactions} interactions"
 
 
-def _interaction_record(method: str, arm: str, seed: int, step: int, interaction: Interaction, summary: dict, profile: str | None) -> InteractionRecord:
+def _interaction_record(method: str, trainer: Trainer, arm: str, seed: int, step: int, interaction: Interaction, summary: dict,
+                        profile: str | None) -> InteractionRecord:
     followup = interaction.followup
-    what = {"advantage": summary} if method == "sdpo" else {"update": summary, "label": summary.get("label")}
+    what = trainer.record_fields(summary)  # where the method's summary goes (SDPO: advantage; RLHI: update and label)
     return InteractionRecord(
         arm=arm, seed=seed, index=interaction.index, step=step, prompt=interaction.prompt, response=interaction.response.text,
         response_tokens=len(interaction.response.token_ids), finished=interaction.response.finished, followup=followup.text,

@@ -181,7 +181,7 @@ def write_redteam_report(run_dir: Path) -> Path:
         (f"User **{config.profile}** ({kind}); the treated arm learns from every follow-up, the **guarded** arm runs guard **{guard.mode}** "
          f"(flagger {guard.flagger}); same seed(s) {', '.join(str(seed) for arm, seed in config.arms() if arm == 'treated')}, prompts "
          f"`{config.prompts.source}` ({config.prompts.eval_prompts} held out), {config.interactions} interactions in batches of {config.batch_size}, "
-         f"lr {config.trainer.lr:g}, baseline {config.trainer.baseline}."), "",
+         f"lr {config.trainer.lr:g}, advantage reference {config.trainer.advantage_reference}."), "",
         f"**{verdict(table)}**", "",
         ("For an adversarial user a passing check is the harm, so *harm* is the share of held-out answers (greedy) that show it; "
          "*harm: CHECK* is each check alone. *(window)* columns describe the training interactions since the previous evaluation: "

@@ -9,6 +9,7 @@ from core.records import EvalRecord, RunInfo, SampleRecord, read_jsonl
 from harness.config import RunConfig
 from harness.curves import COLOURS, METRICS, PALETTE, PREFERENCE_FIELDS, TRAINED, Point, by_preference, curves, fmt, load_evals
 from harness.redteam import write_redteam_report
+from trainers import METHODS
 
 
 def plot(run_dir: Path, evals: list[EvalRecord], title: str, changes: Sequence[int] = ()) -> Path:
@@ -190,10 +191,6 @@ def _examples(run_dir: Path, config: RunConfig, preference: str | None, count: i
 
 
 def _trainer_line(config) -> str:
-    """The method's own settings that matter most, for the summary's first line."""
-    if config.method == "sdpo":
-        t = config.trainer
-        return f"trainer: lr {t.lr:g}, loss {t.loss}, baseline {t.baseline}, kl_anchor {t.kl_anchor:g}"
-    r = config.rlhi
-    return (f"rlhi: lr {r.lr:g}, beta {r.beta:g}, classifier {r.classifier}, persona {r.persona.source}, reward {r.reward.kind}"
-            + (f", {r.candidates} candidates" if config.method in ("rlhi-reward", "reward-agnostic", "sft-reward") else ""))
+    """The method's own settings that matter most, for the summary's first line (its registration's ``summary``)."""
+    summary = METHODS.info(config.method).get("summary")
+    return summary(config) if summary is not None else f"method {config.method}"

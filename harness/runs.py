@@ -17,6 +17,7 @@ from harness.curves import METRICS, TRAINED, by_preference, curves
 
 if TYPE_CHECKING:
     from harness.config import RunConfig
+    from harness.schedule import Schedule
 
 RUN_FILES = ("curve.png", "summary.md", "redteam.md", "redteam.png", "interactions.jsonl")
 
@@ -111,18 +112,20 @@ def check_resumable(folder: Path) -> None:
                              f"`hindsight show {folder.name}` summarises it; start a new run with --config {folder / 'config.yaml'}")
 
 
-def preflight(config: RunConfig) -> RunConfig:
+def preflight(config: RunConfig) -> tuple[RunConfig, Schedule]:
     """Everything a run reads before it trains, read now so a bad input fails in a second, not after the model loads:
-    the profiles (and the answer budgets they need), the prompts and the neutral pool. Returns the config with budgets."""
+    the profiles (and the answer budgets they need), the prompts and the neutral pool. Returns the config with budgets
+    and the run's schedule (its profiles, read once: pass it to ``harness.loop.personalize``)."""
     from core.prompts import load_prompts
     from harness.schedule import build_schedule
     from simulators.neutral import load_pool
 
-    config = config.with_budgets(max(p.min_words() for p in build_schedule(config).scored))
+    schedule = build_schedule(config)
+    config = config.with_budgets(max(p.min_words() for p in schedule.scored))
     load_prompts(config.prompts)
     load_pool(config.neutral_pool)
     check_api_keys(config.model_dump(mode="json"))
-    return config
+    return config, schedule
 
 
 def check_api_keys(data: Any, where: str = "") -> None:

@@ -21,6 +21,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
@@ -32,7 +33,7 @@ from core.policy import Policy, PolicySettings
 from core.records import OfflineStepRecord, append_jsonl, read_jsonl
 from core.runtime import quiet_libraries, set_threads
 from core.state_io import atomic_folder, load_state, save_state
-from judges.followups import build_classifier
+from judges.followup import build_classifier
 from trainers.offline import OfflineConfig, OfflineTrainer
 
 CHECKPOINT_PREFIX = "step-"
@@ -46,7 +47,7 @@ class TrainConfig(BaseModel):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     filters: ImportSettings = Field(default_factory=ImportSettings)
     trainer: OfflineConfig = Field(default_factory=OfflineConfig)
-    classifier: str = Field("heuristic", description="follow-up type classifier (judges/followups.py)")
+    classifier: Literal["heuristic"] = Field("heuristic", description="follow-up type classifier (judges/followup.py; offline runs use the heuristic)")
     save_every: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (the newest)")
     threads: int | None = Field(1, ge=1, description="torch threads per process")
@@ -72,7 +73,7 @@ class Plan(BaseModel):
 
 def prepare_data(config: TrainConfig) -> ImportResult:
     """The run's tuples (follow-up types labelled, kept by ``trainer.followup_types``); UserInputError when too few."""
-    data = load_tuples(config.data, config.filters, build_classifier(config.classifier))  # type: ignore[arg-type]
+    data = load_tuples(config.data, config.filters, build_classifier(config.classifier))
     wanted = config.trainer.followup_types
     if wanted is not None:
         data.tuples = [t for t in data.tuples if t.followup_type in wanted]

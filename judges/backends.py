@@ -1,15 +1,22 @@
-"""What answers a rendered judge prompt: an LLM through the cached litellm client, or a local model's verdict-token probabilities."""
+"""What answers a rendered judge prompt: an LLM through the cached litellm client, or a local model's verdict-token probabilities.
+
+``BACKENDS`` is the registry of backend kinds (``llm``, ``local``) and ``build_backend`` the one place that turns
+settings naming a kind (a judge's, the update guard's flagger, the RLHI follow-up classifier, a suite's annotator) into
+a backend. A new backend is one file with one ``@BACKENDS.register("name")`` factory taking
+``(settings, device, labels, max_tokens)``; every judge, flagger and classifier kind then accepts its name.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+from core.registry import Registry
 
 if TYPE_CHECKING:
-    from core.llm_client import LLMClient
+    from core.llm_client import LLMClient, LLMSettings
     from core.policy import Message, Policy
 
 
@@ -59,8 +66,15 @@ class LocalBackend:
             raise ValueError(f"the verdict labels {self.labels} share a first token in this tokenizer")
         self.name = f"local:{policy.settings.model}"
 
-    @torch.inference_mode()
     def answer(self, prompts: Sequence[list[Message]]) -> list[BackendReply]:
+        import torch
+
+        with torch.inference_mode():
+            return self._answer(prompts)
+
+    def _answer(self, prompts: Sequence[list[Message]]) -> list[BackendReply]:
+        import torch
+
         model = self.policy.model
         was_training = model.training
         model.eval()
@@ -74,3 +88,46 @@ class LocalBackend:
                 replies.append(BackendReply(self.labels[best], dict(zip(self.labels, row))))
         model.train(was_training)
         return replies
+
+
+BACKENDS: Registry[JudgeBackend] = Registry("judge backend")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """The fields ``build_backend`` reads, for callers whose settings spell them otherwise (RLHI's classifier)."""
+
+    kind: str
+    llm: LLMSettings | None = None
+    model: str | None = None
+
+
+def build_backend(settings: Any, device: str = "auto", *, labels: Sequence[str] | None = None, max_tokens: int | None = None) -> JudgeBackend:
+    """The backend ``settings.kind`` names, built from ``settings.llm`` (kind llm) or ``settings.model`` (kind local).
+    ``labels``: the verdict words a scoring backend chooses among (default A, B, TIE); ``max_tokens``: a cap on the
+    LLM's reply."""
+    return BACKENDS.create(settings.kind, settings=settings, device=device, labels=tuple(labels) if labels else None, max_tokens=max_tokens)
+
+
+@BACKENDS.register("llm", help="any LLM through litellm, asked in both orders (needs llm settings)")
+def _litellm(settings: Any, device: str, labels: tuple[str, ...] | None, max_tokens: int | None) -> JudgeBackend:
+    from core.llm_client import LLMClient
+
+    llm = settings.llm if max_tokens is None else settings.llm.model_copy(update={"max_tokens": max_tokens})
+    return LiteLLMBackend(LLMClient(llm))
+
+
+@BACKENDS.register("local", help="a local model's verdict-token probabilities, both orders (needs a model)")
+def _local(settings: Any, device: str, labels: tuple[str, ...] | None, max_tokens: int | None) -> JudgeBackend:
+    shared = local_backend(settings.model, device)
+    return shared if labels is None else LocalBackend(shared.policy, labels=labels)
+
+
+@cache
+def local_backend(model: str, device: str) -> LocalBackend:
+    """One loaded judge model per process, shared by every backend over it (whatever its labels)."""
+    from core.policy import Policy, PolicySettings
+
+    policy = Policy.load(PolicySettings(model=model, device=device))  # type: ignore[arg-type]
+    policy.model.eval().requires_grad_(False)
+    return LocalBackend(policy)

@@ -1,16 +1,24 @@
-"""Simulated users: profiles (YAML) and the simulators that write follow-ups for them."""
+"""Simulated users: profiles (YAML) and the simulators that write follow-ups for them.
+
+Simulator kinds are the ``SIMULATORS`` registry (simulators/base.py): a new one is one file with one
+``@SIMULATORS.register("name")`` factory taking the settings, imported below.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.interaction import Followup
 from core.llm_client import LLMSettings, check_backend
-from simulators.base import Simulator
+from simulators import llm, local, scripted  # noqa: F401  (each registers its simulator kinds)
+from simulators.base import SIMULATORS, Simulator
 
-__all__ = ["Followup", "Simulator", "SimulatorSettings", "build_simulator"]
+__all__ = ["SIMULATORS", "Followup", "Simulator", "SimulatorKind", "SimulatorSettings", "build_simulator"]
+
+# the built-in kinds (for typing and the CLI's choices); validation reads SIMULATORS, so registered kinds are valid too
+SimulatorKind = Literal["scripted", "complain", "llm", "local"]
 
 
 class SimulatorSettings(BaseModel):
@@ -20,11 +28,16 @@ class SimulatorSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["scripted", "complain", "llm", "local"] = "scripted"
+    kind: str = Field("scripted", description="scripted, complain, llm or local (or a registered simulator)")
     llm: LLMSettings | None = Field(None, description="for kind=llm")
     model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
     temperature: float = Field(0.7, ge=0, description="for kind=local")
     max_tokens: int = Field(64, ge=1, description="for kind=local")
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, kind: str) -> str:
+        return SIMULATORS.check(kind)
 
     @model_validator(mode="after")
     def _complete(self) -> SimulatorSettings:
@@ -32,20 +45,5 @@ class SimulatorSettings(BaseModel):
 
 
 def build_simulator(settings: SimulatorSettings) -> Simulator:
-    """The simulator named by ``settings.kind`` with its arguments (recorded in config.yaml)."""
-    if settings.kind == "scripted":
-        from simulators.scripted import ScriptedSimulator
-
-        return ScriptedSimulator()
-    if settings.kind == "complain":
-        from simulators.scripted import ComplainingSimulator
-
-        return ComplainingSimulator()
-    if settings.kind == "llm":
-        from core.llm_client import LLMClient
-        from simulators.llm import LLMSimulator
-
-        return LLMSimulator(LLMClient(settings.llm))
-    from simulators.local import LocalSimulator
-
-    return LocalSimulator(settings.model, temperature=settings.temperature, max_tokens=settings.max_tokens)
+    """The simulator named by ``settings.kind`` with its arguments (recorded in config.yaml, and on the simulator)."""
+    return SIMULATORS.create(settings.kind, settings=settings)

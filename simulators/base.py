@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.interaction import Followup
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from core.policy import Message
@@ -16,6 +17,10 @@ class Simulator(Protocol):
     """Writes follow-ups for a batch of conversations, as the user described by ``profile``."""
 
     def respond(self, conversations: Sequence[Sequence[Message]], profile: Profile) -> list[Followup]: ...
+
+
+# simulator kinds: a factory taking the run's ``SimulatorSettings`` (``settings``) per name; see simulators/__init__.py
+SIMULATORS: Registry[Any] = Registry("simulator")
 
 
 def last_turns(conversation: Sequence[Message]) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from core.interaction import Followup
 from core.llm_client import LLMClient, ProviderError
 from core.policy import Message
-from simulators.base import last_turns
+from simulators.base import SIMULATORS, Simulator, last_turns
 from simulators.profile import Profile
 from simulators.prompt import clean_reply, simulator_messages
 
@@ -28,3 +28,8 @@ class LLMSimulator:
                 continue
             out.append(Followup(text=clean_reply(raw), raw=raw))
         return out
+
+
+@SIMULATORS.register("llm", help="any LLM through litellm (settings.llm)")
+def llm(settings) -> Simulator:
+    return LLMSimulator(LLMClient(settings.llm))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from core.engine import HFEngine, SamplingParams
 from core.interaction import Followup
 from core.policy import Message, Policy, PolicySettings
-from simulators.base import last_turns
+from simulators.base import SIMULATORS, Simulator, last_turns
 from simulators.profile import Profile
 from simulators.prompt import clean_reply, simulator_messages
 
@@ -22,3 +22,8 @@ class LocalSimulator:
     def respond(self, conversations: Sequence[Sequence[Message]], profile: Profile) -> list[Followup]:
         contexts = [self.policy.encode_chat(simulator_messages(profile, *last_turns(c))) for c in conversations]
         return [Followup(text=clean_reply(g.text), raw=g.text) for g in self.engine.generate(contexts, self.params)]
+
+
+@SIMULATORS.register("local", help="a local model (settings.model, temperature, max_tokens)")
+def local(settings) -> Simulator:
+    return LocalSimulator(settings.model, temperature=settings.temperature, max_tokens=settings.max_tokens)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from core.errors import UserInputError
 from core.interaction import Followup
 from core.policy import Message
-from simulators.base import last_turns
+from simulators.base import SIMULATORS, Simulator, last_turns
 from simulators.profile import Profile, pick
 
 
@@ -40,3 +40,13 @@ class ComplainingSimulator:
             text = pick(complaints, "\x00".join(last_turns(conversation)))
             out.append(Followup(text=text, raw=text, satisfied=False))
         return out
+
+
+@SIMULATORS.register("scripted", help="the profile's scripted rules (offline)")
+def scripted(settings: object) -> Simulator:
+    return ScriptedSimulator()
+
+
+@SIMULATORS.register("complain", help="a diagnostic user who complains (with the profile's own complaints) whatever the answer")
+def complain(settings: object) -> Simulator:
+    return ComplainingSimulator()

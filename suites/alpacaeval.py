@@ -17,16 +17,62 @@ import json
 import math
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 from unittest import mock
 
+from pydantic import Field, field_validator
+
 from core.errors import UserInputError, read_text
-from judges.backends import JudgeBackend
+from judges import BACKENDS, JudgeSettings
+from judges.backends import JudgeBackend, build_backend
 from suites.results import MetricResult
+from suites.suite import EntryRun, Limit, Suite, SuiteEntry, entry_type, item_count
 
 ANNOTATOR = Path(__file__).parent / "annotators" / "hindsight_pairwise" / "configs.yaml"
+
+
+
+@entry_type
+class AlpacaEvalEntry(SuiteEntry):
+    """alpaca-eval's pairwise evaluation: win rate and length-controlled win rate of the checkpoint against references."""
+
+    kind: Literal["alpaca_eval"]
+    data: str = Field(description="JSON or JSONL of {instruction, output} (output = the reference answer), relative to the suite "
+                                  "file; or hf:REPO[/CONFIG][:SPLIT] (needs the hub)")
+    annotator: JudgeSettings = Field(default_factory=lambda: JudgeSettings(kind="local", model="smollm2-135m"),
+                                     description="the judge backend: kind llm (any litellm model) or local (a local model's verdict-token probabilities)")
+    max_new_tokens: int = Field(256, ge=1, description="longest answer of the evaluated model")
+    limit: Limit | None = None
+
+    judged: ClassVar[bool] = True
+
+    def label(self) -> str:
+        return self.name or "alpaca_eval"
+
+    @field_validator("annotator")
+    @classmethod
+    def _backend(cls, judge: JudgeSettings) -> JudgeSettings:
+        if judge.kind not in BACKENDS:
+            raise ValueError(f"the annotator's kind must be a judge backend: {' or '.join(BACKENDS.names())}")
+        return judge
+
+    def missing_inputs(self, suite: Suite, online: Callable[[], bool]) -> list[str]:
+        """The local data file; or, offline, hub data that is not cached."""
+        from suites.lmeval import hub_dataset_cached
+
+        if not self.data.startswith("hf:"):
+            return super().missing_inputs(suite, online)
+        return [] if online() or hub_dataset_cached(*hub_spec(self.data)[:2]) else [f"{self.label()} ({self.data})"]
+
+    def run(self, run: EntryRun) -> tuple[dict[str, Any], dict[str, Any]]:
+        from suites.generative import answer
+
+        rows = load_rows(self.data if self.data.startswith("hf:") else run.suite.resolve(self.data))
+        rows = rows[: item_count(run.limit if run.limit is not None else self.limit, len(rows))]
+        answers = answer(run.model.policy, [r["instruction"] for r in rows], self.max_new_tokens, run.batch_size)
+        return run_alpaca_eval(rows, answers, build_backend(run.judge or self.annotator, run.device), run.model_name)
 
 
 def import_alpaca_eval() -> None:

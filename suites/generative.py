@@ -8,20 +8,74 @@ out, so each win rate is the mean of its scores and its standard error is theirs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.engine import HFEngine, SamplingParams, cached_generate
 from core.llm_client import LLMClient, LLMSettings
 from core.policy import Message, Policy, PolicySettings
 from core.records import read_rows
 from core.stats import mean_se
+from judges import BACKENDS, JudgeSettings
+from judges.backends import build_backend
 from judges.base import Verdict
 from suites.results import MetricResult
-from suites.suite import PersonalizationEntry, Suite, UserEvalEntry
+from suites.suite import EntryRun, Limit, Suite, SuiteEntry, entry_type, item_count
 
 SCORE = {"A": 1.0, "tie": 0.5, "B": 0.0}
+
+
+@entry_type
+class UserEvalEntry(SuiteEntry):
+    """UserEval's three axes on a built set; the evaluated model writes each row's response."""
+
+    kind: Literal["usereval"]
+    data: str = Field(description="JSONL of {prompt, reference, history?, id?}, relative to the suite file")
+    judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings(kind="local", model="smollm2-135m"), description="kind llm or local")
+    persona: str | None = Field(None, description="persona text for rows without a history")
+    profile: str | None = Field(None, description="a profile whose description is the persona of rows without a history")
+    persona_model: str | None = Field(None, description="litellm model summarizing histories into personas (default: the judge's, with kind llm)")
+    max_new_tokens: int = Field(256, ge=1)
+    limit: Limit | None = None
+
+    judged: ClassVar[bool] = True
+
+    def label(self) -> str:
+        return self.name or "usereval"
+
+    @model_validator(mode="after")
+    def _checked(self) -> UserEvalEntry:
+        if self.judge.kind not in BACKENDS:
+            raise ValueError(f"the judge's kind must be a judge backend: {' or '.join(BACKENDS.names())}")
+        if self.persona and self.profile:
+            raise ValueError("give persona or profile, not both")
+        return self
+
+    def run(self, run: EntryRun) -> tuple[dict[str, Any], dict[str, Any]]:
+        entry = self.model_copy(update={"judge": run.judge}) if run.judge is not None else self
+        backend = build_backend(entry.judge, run.device)
+        return run_usereval(entry, run.suite, run.model.policy, backend, limit=run.limit, batch_size=run.batch_size)
+
+
+@entry_type
+class PersonalizationEntry(SuiteEntry):
+    """Win rate against a reference model's answers on held-out prompts, judged for a profile, and the profile's compliance."""
+
+    kind: Literal["personalization"]
+    profile: str = Field("concise", description="profile name or path (relative to the suite file)")
+    prompts: str = Field("builtin", description="'builtin' or a JSONL of prompts (the held-out split is used)")
+    n: int = Field(32, ge=1, description="held-out prompts")
+    reference: str = Field("smollm2-135m", description="the model whose answers the checkpoint's are judged against (usually the untrained one)")
+    judge: JudgeSettings = Field(default_factory=JudgeSettings, description="rules (the profile's checks, offline), llm or local")
+    max_new_tokens: int = Field(128, ge=1)
+
+    def label(self) -> str:
+        return self.name or f"personalization-{Path(self.profile).stem}"
+
+    def run(self, run: EntryRun) -> tuple[dict[str, Any], dict[str, Any]]:
+        return run_personalization(self, run.suite, run.model.policy, limit=run.limit, batch_size=run.batch_size, device=run.device)
 
 
 class UserEvalSetRow(BaseModel):
@@ -54,7 +108,7 @@ def run_usereval(entry: UserEvalEntry, suite: Suite, policy: Policy, backend, *,
     from simulators.profile import load_profile
 
     rows = [row for _, row in read_rows(suite.resolve(entry.data), UserEvalSetRow, "prompt, reference, optional history, optional id")]
-    rows = rows[: _count(limit if limit is not None else entry.limit, len(rows))]
+    rows = rows[: item_count(limit if limit is not None else entry.limit, len(rows))]
     responses = answer(policy, [r.prompt for r in rows], entry.max_new_tokens, batch_size)
     persona = entry.persona or (load_profile(_profile_spec(entry.profile, suite)).description if entry.profile else None)
     persona_client = None
@@ -87,7 +141,7 @@ def run_personalization(entry: PersonalizationEntry, suite: Suite, policy: Polic
     profile = load_profile(_profile_spec(entry.profile, suite))
     source = entry.prompts if entry.prompts == "builtin" or entry.prompts.startswith("hf:") else str(suite.resolve(entry.prompts))
     prompts = list(load_prompts(PromptSettings(source=source, eval_prompts=entry.n)).heldout)
-    prompts = prompts[: _count(limit, len(prompts))]
+    prompts = prompts[: item_count(limit, len(prompts))]
     answers = answer(policy, prompts, entry.max_new_tokens, batch_size)
     reference = Policy.load(PolicySettings(model=entry.reference, device=device))  # type: ignore[arg-type]
     reference.model.eval().requires_grad_(False)
@@ -109,22 +163,8 @@ def run_personalization(entry: PersonalizationEntry, suite: Suite, policy: Polic
     return metrics, details
 
 
-def _count(limit: float | None, total: int) -> int:
-    if limit is None:
-        return total
-    return max(1, min(total, int(limit) if limit >= 1 else round(limit * total)))
-
 
 def _profile_spec(spec: str, suite: Suite) -> str:
     """A profile name stays a name; a path is taken relative to the suite file."""
     return str(suite.resolve(spec)) if spec.endswith((".yaml", ".yml")) or "/" in spec else spec
 
-
-def judge_backend(settings, device: str):
-    """A judge backend (LLM or local model) from JudgeSettings of kind llm or local."""
-    from judges import local_backend
-    from judges.backends import LiteLLMBackend
-
-    if settings.kind == "llm":
-        return LiteLLMBackend(LLMClient(settings.llm))
-    return local_backend(settings.model, device)

@@ -10,17 +10,52 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from core.errors import UserInputError
 from core.stats import mean_se
 from suites.nltk_data import ensure_punkt_tab
 from suites.results import MetricResult
-from suites.suite import LMEvalEntry, Suite
+from suites.suite import EntryRun, Limit, Suite, SuiteEntry, entry_type
 
 if TYPE_CHECKING:
     from core.policy import Policy
+
+
+
+@entry_type
+class LMEvalEntry(SuiteEntry):
+    """An lm-eval task (or group) run through lm-eval's Python API."""
+
+    kind: Literal["lm_eval"]
+    task: str = Field(min_length=1, description="lm-eval task or group name, e.g. ifeval, mmlu_pro, hellaswag")
+    path: str | None = Field(None, description="local task folder (relative to the suite file) holding the task's YAML")
+    metrics: list[str] | None = Field(None, description="metrics to report, e.g. [prompt_level_loose_acc] (default: all)")
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples (default: the task's own)")
+    limit: Limit | None = None
+    gen_kwargs: dict[str, Any] | None = Field(None, description="generation overrides, e.g. {max_gen_toks: 256}")
+    data: list[str] = Field(default_factory=list, description="hub datasets the task needs (named when they are missing offline)")
+
+    uses_lm_backend: ClassVar[bool] = True
+
+    def label(self) -> str:
+        return self.name or self.task
+
+    def missing_inputs(self, suite: Suite, online: Callable[[], bool]) -> list[str]:
+        """A task from lm-eval's registry reads hub data: offline, the declared datasets must be cached."""
+        if self.path or online():
+            return []
+        if not self.data:
+            return [f"{self.label()} (lm-eval hub task {self.task})"]
+        return missing_hub_data(Suite.model_construct(name=suite.name, entries=[self]))
+
+    def run(self, run: EntryRun) -> tuple[dict[str, Any], dict[str, Any]]:
+        return run_task(self, run.suite, run.model.lm(), limit=run.limit)
+
 
 HUB_HOST = "huggingface.co"
 # lm-eval's per-request failures that mean "the data is not here", not a bug

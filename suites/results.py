@@ -24,7 +24,7 @@ class MetricResult(BaseModel):
 class EntryResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    kind: Literal["lm_eval", "alpaca_eval", "usereval", "personalization"]
+    kind: str = Field(description="the entry type (suites/suite.py ENTRY_TYPES: lm_eval, alpaca_eval, usereval, personalization, or a registered one)")
     metrics: dict[str, MetricResult]
     seconds: float = Field(description="time the entry took when it was computed (a cache hit keeps the original)")
     cache_key: str

@@ -24,7 +24,7 @@ from core.records import now
 from core.runtime import cache_dir
 from judges import JudgeSettings
 from suites.results import EntryResult, EvalResult
-from suites.suite import AlpacaEvalEntry, LMEvalEntry, PersonalizationEntry, Suite, UserEvalEntry
+from suites.suite import EntryRun, Suite, SuiteEntry
 
 Backend = Literal["auto", "hf", "vllm"]
 
@@ -69,29 +69,19 @@ def fingerprint(source: Path | str) -> list[str]:
 
 def missing_inputs(suite: Suite, entries: list[int]) -> list[str]:
     """Data the given entries need that is not here: local data files, and (only when the hub is unreachable) hub data."""
-    from suites.alpacaeval import hub_spec
-    from suites.lmeval import hub_dataset_cached, hub_reachable, missing_hub_data
+    from suites.lmeval import hub_reachable
 
-    missing = []
-    online = None
-    for index in entries:
-        entry = suite.entries[index]
-        data = getattr(entry, "data", None)
-        if isinstance(data, str) and not data.startswith("hf:") and not suite.resolve(data).is_file():
-            missing.append(f"{entry.label()} (file {suite.resolve(data)})")
-        needs_hub = (isinstance(entry, LMEvalEntry) and not entry.path) or (isinstance(data, str) and data.startswith("hf:"))
-        if needs_hub:
-            online = hub_reachable() if online is None else online
-            if not online:
-                if isinstance(entry, LMEvalEntry):
-                    sub = Suite.model_construct(name=suite.name, entries=[entry])
-                    missing += missing_hub_data(sub) if entry.data else [f"{entry.label()} (lm-eval hub task {entry.task})"]
-                elif not hub_dataset_cached(*hub_spec(str(data))[:2]):
-                    missing.append(f"{entry.label()} ({data})")
-    return missing
+    reachable: list[bool] = []
+
+    def online() -> bool:  # asked at most once, and only by an entry that reads hub data
+        if not reachable:
+            reachable.append(hub_reachable())
+        return reachable[0]
+
+    return [line for index in entries for line in suite.entries[index].missing_inputs(suite, online)]
 
 
-def entry_key(entry, suite: Suite, model: list[str], options: EvalOptions, backend: str) -> str:
+def entry_key(entry: SuiteEntry, suite: Suite, model: list[str], options: EvalOptions, backend: str) -> str:
     files = []
     for field in ("path", "data"):
         value = getattr(entry, field, None)
@@ -99,9 +89,9 @@ def entry_key(entry, suite: Suite, model: list[str], options: EvalOptions, backe
             root = suite.resolve(value)
             paths = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts) if root.is_dir() else [root]
             files += [f"{p.relative_to(root) if root.is_dir() else p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()}" for p in paths if p.exists()]
-    judge = options.judge.model_dump(mode="json") if options.judge and isinstance(entry, AlpacaEvalEntry | UserEvalEntry) else None
+    judge = options.judge.model_dump(mode="json") if options.judge and entry.judged else None
     payload = {"model": model, "entry": entry.model_dump(mode="json"), "files": files, "judge": judge, "limit": options.limit,
-               "batch_size": options.batch_size, "backend": backend if isinstance(entry, LMEvalEntry) else "hf", "device": _device(options.device),
+               "batch_size": options.batch_size, "backend": backend if entry.uses_lm_backend else "hf", "device": _device(options.device),
                "versions": {p: _version(p) for p in ("lm-eval", "alpaca-eval", "torch", "transformers")}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -191,30 +181,11 @@ def evaluate_checkpoint(spec: str, suite: Suite, options: EvalOptions, say: Call
                       backend=backend, cache_hits=hits, entries=[done[i] for i in range(len(suite.entries))])
 
 
-def _run_entry(entry, suite: Suite, checkpoint: Checkpoint, options: EvalOptions, model_name: str) -> tuple[dict, dict[str, Any]]:
-    from suites import generative
-
-    device = options.device
-    if isinstance(entry, LMEvalEntry):
-        from suites.lmeval import run_task
-
-        return run_task(entry, suite, checkpoint.lm(), limit=options.limit)
-    if isinstance(entry, AlpacaEvalEntry):
-        from suites.alpacaeval import load_rows, run_alpaca_eval
-
-        rows = load_rows(entry.data if entry.data.startswith("hf:") else suite.resolve(entry.data))
-        limit = options.limit if options.limit is not None else entry.limit
-        rows = rows[: generative._count(limit, len(rows))]
-        answers = generative.answer(checkpoint.policy, [r["instruction"] for r in rows], entry.max_new_tokens, options.batch_size)
-        backend = generative.judge_backend(options.judge or entry.annotator, device)
-        return run_alpaca_eval(rows, answers, backend, model_name)
-    if isinstance(entry, UserEvalEntry):
-        if options.judge is not None:
-            entry = entry.model_copy(update={"judge": options.judge})
-        backend = generative.judge_backend(entry.judge, device)
-        return generative.run_usereval(entry, suite, checkpoint.policy, backend, limit=options.limit, batch_size=options.batch_size)
-    assert isinstance(entry, PersonalizationEntry)
-    return generative.run_personalization(entry, suite, checkpoint.policy, limit=options.limit, batch_size=options.batch_size, device=device)
+def _run_entry(entry: SuiteEntry, suite: Suite, checkpoint: Checkpoint, options: EvalOptions, model_name: str) -> tuple[dict, dict[str, Any]]:
+    """The entry type's own runner (its ``run``; suites/suite.py ENTRY_TYPES)."""
+    run = EntryRun(suite=suite, model=checkpoint, model_name=model_name, limit=options.limit, batch_size=options.batch_size,
+                   device=options.device, judge=options.judge)
+    return entry.run(run)
 
 
 def _backend(choice: Backend) -> str:

@@ -1,14 +1,14 @@
 """A benchmark suite: one YAML file with a name and a list of entries, each one benchmark run on a checkpoint.
 
-Entry kinds:
+Entry kinds (``ENTRY_TYPES``; a new one is one file with an ``@entry_type`` class, imported in suites/__init__.py):
 
-* ``lm_eval`` — an lm-eval task or group by name (from lm-eval's registry; hub data), or from a local task folder
+* ``lm_eval`` (suites/lmeval.py) — an lm-eval task or group by name (from lm-eval's registry; hub data), or from a local task folder
   (``path``, relative to the suite file) whose task YAMLs load local files;
-* ``alpaca_eval`` — the checkpoint's answers to a set of instructions against reference answers, annotated by any of
+* ``alpaca_eval`` (suites/alpacaeval.py) — the checkpoint's answers to a set of instructions against reference answers, annotated by any of
   our judge backends through alpaca-eval's own ``evaluate`` (win rate and length-controlled win rate);
-* ``usereval`` — UserEval's three axes (personalization, instruction-following, overall) on a built set: the
+* ``usereval`` (suites/generative.py) — UserEval's three axes (personalization, instruction-following, overall) on a built set: the
   checkpoint's responses against the set's reference responses;
-* ``personalization`` — the checkpoint's answers to held-out prompts against a reference model's, judged for a
+* ``personalization`` (suites/generative.py) — the checkpoint's answers to held-out prompts against a reference model's, judged for a
   profile (win rate), and the share that passes the profile's checks.
 
 ``load_suite("quick")`` reads ``suites/quick.yaml``; a path reads that file. Bad files give one line naming the file,
@@ -18,12 +18,15 @@ the line and the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, TypeVar, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from core.errors import UserInputError
+from core.registry import Registry
 from core.yamlio import read_yaml, validate
 from judges import JudgeSettings
 
@@ -31,92 +34,67 @@ SUITES = Path(__file__).parent
 Limit = Annotated[float, Field(gt=0, description="items per task: an integer count, or a fraction below 1")]
 
 
-class _Entry(BaseModel):
+class SuiteEntry(BaseModel):
+    """One benchmark of a suite. An entry type is a subclass with ``kind: Literal["its-kind"]``, registered with
+    ``@entry_type`` (one line): the suite file then accepts its kind, and ``hindsight eval`` runs it with ``run``."""
+
     model_config = ConfigDict(extra="forbid")
+    kind: str
     name: str | None = Field(None, description="label in results and reports (default: the task or kind)")
+
+    judged: ClassVar[bool] = False  # ``hindsight eval --judge`` replaces this entry's judge (and so enters its cache key)
+    uses_lm_backend: ClassVar[bool] = False  # runs on the hf/vllm backend (which enters its cache key); else always hf
 
     def label(self) -> str:
         raise NotImplementedError
 
+    def missing_inputs(self, suite: Suite, online: Callable[[], bool]) -> list[str]:
+        """What this entry needs that is not here: by default its local ``data`` file. ``online()`` says (once asked,
+        cached) whether the hub is reachable, for entries that read hub data."""
+        data = getattr(self, "data", None)
+        if isinstance(data, str) and not data.startswith("hf:") and not suite.resolve(data).is_file():
+            return [f"{self.label()} (file {suite.resolve(data)})"]
+        return []
 
-class LMEvalEntry(_Entry):
-    """An lm-eval task (or group) run through lm-eval's Python API."""
-
-    kind: Literal["lm_eval"]
-    task: str = Field(min_length=1, description="lm-eval task or group name, e.g. ifeval, mmlu_pro, hellaswag")
-    path: str | None = Field(None, description="local task folder (relative to the suite file) holding the task's YAML")
-    metrics: list[str] | None = Field(None, description="metrics to report, e.g. [prompt_level_loose_acc] (default: all)")
-    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples (default: the task's own)")
-    limit: Limit | None = None
-    gen_kwargs: dict[str, Any] | None = Field(None, description="generation overrides, e.g. {max_gen_toks: 256}")
-    data: list[str] = Field(default_factory=list, description="hub datasets the task needs (named when they are missing offline)")
-
-    def label(self) -> str:
-        return self.name or self.task
+    def run(self, run: EntryRun) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The entry's metrics (name → suites.results.MetricResult) and details, on ``run.model``."""
+        raise NotImplementedError
 
 
-class AlpacaEvalEntry(_Entry):
-    """alpaca-eval's pairwise evaluation: win rate and length-controlled win rate of the checkpoint against references."""
+_Entry = SuiteEntry  # the former private name
 
-    kind: Literal["alpaca_eval"]
-    data: str = Field(description="JSON or JSONL of {instruction, output} (output = the reference answer), relative to the suite "
-                                  "file; or hf:REPO[/CONFIG][:SPLIT] (needs the hub)")
-    annotator: JudgeSettings = Field(default_factory=lambda: JudgeSettings(kind="local", model="smollm2-135m"),
-                                     description="the judge backend: kind llm (any litellm model) or local (a local model's verdict-token probabilities)")
-    max_new_tokens: int = Field(256, ge=1, description="longest answer of the evaluated model")
-    limit: Limit | None = None
-
-    def label(self) -> str:
-        return self.name or "alpaca_eval"
-
-    @field_validator("annotator")
-    @classmethod
-    def _backend(cls, judge: JudgeSettings) -> JudgeSettings:
-        if judge.kind not in ("llm", "local"):
-            raise ValueError("the annotator's kind must be llm or local")
-        return judge
+ENTRY_TYPES: Registry[type[SuiteEntry]] = Registry("suite entry type")
 
 
-class UserEvalEntry(_Entry):
-    """UserEval's three axes on a built set; the evaluated model writes each row's response."""
+@dataclass(frozen=True)
+class EntryRun:
+    """What running one entry gets: its suite (for relative paths), the evaluated model, and the eval options."""
 
-    kind: Literal["usereval"]
-    data: str = Field(description="JSONL of {prompt, reference, history?, id?}, relative to the suite file")
-    judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings(kind="local", model="smollm2-135m"), description="kind llm or local")
-    persona: str | None = Field(None, description="persona text for rows without a history")
-    profile: str | None = Field(None, description="a profile whose description is the persona of rows without a history")
-    persona_model: str | None = Field(None, description="litellm model summarizing histories into personas (default: the judge's, with kind llm)")
-    max_new_tokens: int = Field(256, ge=1)
-    limit: Limit | None = None
-
-    def label(self) -> str:
-        return self.name or "usereval"
-
-    @model_validator(mode="after")
-    def _checked(self) -> UserEvalEntry:
-        if self.judge.kind not in ("llm", "local"):
-            raise ValueError("the judge's kind must be llm or local")
-        if self.persona and self.profile:
-            raise ValueError("give persona or profile, not both")
-        return self
+    suite: Suite
+    model: Any  # suites.runner.Checkpoint: ``.policy`` (loaded on first use) and ``.lm()`` (lm-eval's model object)
+    model_name: str
+    limit: float | None = None
+    batch_size: int = 8
+    device: str = "auto"
+    judge: JudgeSettings | None = None  # replaces the judge of ``judged`` entries
 
 
-class PersonalizationEntry(_Entry):
-    """Win rate against a reference model's answers on held-out prompts, judged for a profile, and the profile's compliance."""
-
-    kind: Literal["personalization"]
-    profile: str = Field("concise", description="profile name or path (relative to the suite file)")
-    prompts: str = Field("builtin", description="'builtin' or a JSONL of prompts (the held-out split is used)")
-    n: int = Field(32, ge=1, description="held-out prompts")
-    reference: str = Field("smollm2-135m", description="the model whose answers the checkpoint's are judged against (usually the untrained one)")
-    judge: JudgeSettings = Field(default_factory=JudgeSettings, description="rules (the profile's checks, offline), llm or local")
-    max_new_tokens: int = Field(128, ge=1)
-
-    def label(self) -> str:
-        return self.name or f"personalization-{Path(self.profile).stem}"
+def item_count(limit: float | None, total: int) -> int:
+    """How many of ``total`` items a limit keeps: an integer count, or a fraction below 1 (at least one item)."""
+    if limit is None:
+        return total
+    return max(1, min(total, int(limit) if limit >= 1 else round(limit * total)))
 
 
-Entry = Annotated[LMEvalEntry | AlpacaEvalEntry | UserEvalEntry | PersonalizationEntry, Field(discriminator="kind")]
+E = TypeVar("E", bound=type[SuiteEntry])
+
+
+def entry_type(cls: E) -> E:
+    """Register an entry type (a ``SuiteEntry`` subclass) under its ``kind`` literal; suite files accept it from then on."""
+    (kind,) = get_args(cls.model_fields["kind"].annotation)
+    ENTRY_TYPES.add(kind, cls)
+    _rebuild_suite()
+    return cls
 
 
 class Suite(BaseModel):
@@ -125,7 +103,7 @@ class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    entries: list[Entry] = Field(min_length=1)
+    entries: list[SuiteEntry] = Field(min_length=1, description="the benchmarks; each entry's kind is a registered entry type")
     _file: Path = PrivateAttr(default=Path("."))
 
     @property
@@ -136,6 +114,20 @@ class Suite(BaseModel):
         """A path written in the suite, relative to the suite file's folder."""
         path = Path(relative).expanduser()
         return path if path.is_absolute() else self._file.parent / path
+
+
+def remove_entry_type(kind: str) -> None:
+    """Forget an entry type (for tests that register one for a while)."""
+    ENTRY_TYPES.remove(kind)
+    _rebuild_suite()
+
+
+def _rebuild_suite() -> None:
+    """Make ``Suite.entries`` the tagged union of the registered entry types (by ``kind``)."""
+    types = tuple(ENTRY_TYPES.entry(kind).factory for kind in ENTRY_TYPES.names())
+    item = types[0] if len(types) == 1 else Annotated[Union[types], Field(discriminator="kind")]  # noqa: UP007
+    Suite.model_fields["entries"].annotation = list[item]  # type: ignore[valid-type]
+    Suite.model_rebuild(force=True)
 
 
 def suite_path(spec: str) -> Path:

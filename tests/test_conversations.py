@@ -13,7 +13,7 @@ from conftest import HINDSIGHT
 from core.conversations import ImportSettings, import_stats, load_tuples, read_conversations, tuples_of
 from core.errors import UserInputError
 from core.followups import FOLLOWUP_TYPES, FollowupCase
-from judges.followups import HeuristicClassifier
+from judges.followup import HeuristicClassifier
 
 SAMPLE = Path(__file__).parent / "data" / "wildchat_sample.jsonl"
 # line → reason code of every bad record in the sample file (written with these on purpose)

@@ -21,7 +21,7 @@ from core.conversations import load_tuples
 from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from core.state_io import atomic_folder, flatten, load_state, save_state, unflatten
 from judges.backends import LiteLLMBackend
-from judges.followups import HeuristicClassifier
+from judges.followup import HeuristicClassifier
 from judges.usereval import PERSONA_SYSTEM, UserEval, load_rows
 from trainers import losses
 from trainers.offline import OfflineConfig, OfflineTrainer

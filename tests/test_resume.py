@@ -80,10 +80,10 @@ def test_repair_drops_torn_lines_and_work_after_the_commit(tmp_path):
     ]
     (tmp_path / "interactions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"arm": "treated", "se')
     states = {("treated", 0): ArmState(step=0, done=2), ("control", 0): None}
-    repair = repair_logs(tmp_path, states, baseline_done=True)
+    repair = repair_logs(tmp_path, states, untrained_done=True)
     kept = [json.loads(line) for line in (tmp_path / "interactions.jsonl").read_text().splitlines()]
     assert kept == [rows[0], rows[1], rows[4]] and (repair.torn, repair.dropped) == (1, 3)
-    repair_logs(tmp_path, states, baseline_done=False)  # the baseline evaluation did not finish: it is redone too
+    repair_logs(tmp_path, states, untrained_done=False)  # the untrained evaluation did not finish: it is redone too
     assert [json.loads(line) for line in (tmp_path / "interactions.jsonl").read_text().splitlines()] == [rows[1], rows[4]]
 
 
@@ -101,6 +101,17 @@ def _lines(path) -> int:
 
 
 @pytest.mark.slow
+def test_the_untrained_marker_keeps_its_old_name_in_old_runs(tmp_path):
+    from harness.loop import _untrained_marker
+
+    assert _untrained_marker(tmp_path) == tmp_path / "state" / "untrained.json"  # a new run writes the new name
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "baseline.json").write_text('{"reference": []}')
+    assert _untrained_marker(tmp_path) == tmp_path / "state" / "baseline.json"  # a run from before the rename still resumes
+    (tmp_path / "state" / "untrained.json").write_text('{"reference": []}')
+    assert _untrained_marker(tmp_path) == tmp_path / "state" / "untrained.json"
+
+
 @pytest.mark.timeout(3600)  # six starts of the real run: 18 min on 2 busy cores (measured), more than the suite's 1800 s
 def test_kill_9_at_seeded_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     ref = subprocess.run([*HINDSIGHT, *TINY, "--results", str(tmp_path), "--run-id", "ref"], capture_output=True, text=True, timeout=1200)
@@ -110,7 +121,7 @@ def test_kill_9_at_seeded_points_then_resume_equals_an_uninterrupted_run(tmp_pat
     rng = random.Random(seed)
     run = tmp_path / "killed"
     total = _lines(tmp_path / "ref" / "interactions.jsonl")
-    # each kill waits until the log holds this many interactions (0: during start-up and the baseline), then a random delay;
+    # each kill waits until the log holds this many interactions (0: during start-up and the untrained evaluation), then a random delay;
     # each target lies past the last one, so every resumed process has to redo what was cut and go further before it dies
     targets = [0]
     while len(targets) < 5:

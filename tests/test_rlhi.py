@@ -70,8 +70,8 @@ def test_rewrite_trainer_explains_each_interaction_and_round_trips_its_state(fre
              make_interaction(policy, 1, "What is a noun?", "A noun names a thing.", "Thanks, that works.", True)]
     result = trainer.step(batch)
     first, second = result.per_interaction
-    assert first["label"] == "retry_feedback" and first["label_source"] == "heuristic (simulator's satisfied flag)"
-    assert second["label"] == "positive" and second["kept"] is False and "not rewritten" in second["why"]
+    assert first["label"] == "reattempt_with_feedback" and first["label_source"] == "heuristic (simulator's satisfied flag)"
+    assert second["label"] == "positive_feedback" and second["kept"] is False and "not rewritten" in second["why"]
     assert first["persona_source"] == "heuristic" and "Too long. I just need the short version." in first["persona"]
     assert first["rewrite"] and first["reward_rejected"] == -float(len(LONG.split()))
     # the rewrite has at most 24 tokens, LONG about 45: fewer words, so the shorter-is-better reward keeps the pair
@@ -106,7 +106,7 @@ def test_candidates_pair_best_against_worst(fresh_policy):
     summary = result.per_interaction[0]
     candidates = summary["candidates"]
     assert [c["reward"] for c in candidates] == [1.0, 2.0, -2.0]
-    assert summary["label"] == "positive" and summary["persona"] is None  # no feedback yet: no persona
+    assert summary["label"] == "positive_feedback" and summary["persona"] is None  # no feedback yet: no persona
     assert len({c["text"] for c in candidates}) == 3
     assert summary["kept"] is True and result.metrics["pairs"] == 1 and result.skipped is None
     assert (summary["reward_chosen"], summary["reward_rejected"]) == (2.0, -2.0)
@@ -128,7 +128,7 @@ def test_every_method_runs_from_the_cli(tmp_path, method):
     assert RunInfo.model_validate_json((run / "run.json").read_text()).status == "finished"
     records = list(read_jsonl(run / "interactions.jsonl", InteractionRecord))
     assert len(records) == 2 and all(r.method == method and r.advantage == {} for r in records)
-    assert all(r.label == "retry_feedback" and r.update["label_source"] == "heuristic (simulator's satisfied flag)" for r in records)
+    assert all(r.label == "reattempt_with_feedback" and r.update["label_source"] == "heuristic (simulator's satisfied flag)" for r in records)
     assert all(r.update["kept"] in (True, False) and r.update["why"] for r in records)
     recipe = RECIPES[method]
     key = "candidates" if recipe.pairs == "candidates" else "rewrite"
@@ -218,7 +218,7 @@ def test_llm_classifier_persona_and_reward_over_http(tmp_path):
         result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     records = list(read_jsonl(tmp_path / "h" / "interactions.jsonl", InteractionRecord))
-    assert all(r.label == "retry_feedback" and r.update["label_source"] == "litellm:openai/stub" for r in records)
+    assert all(r.label == "reattempt_with_feedback" and r.update["label_source"] == "litellm:openai/stub" for r in records)
     assert all(r.update["persona"] == "- wants one-sentence answers\n- no lists" and r.update["persona_source"] == "inferred (openai/stub)" for r in records)
     assert all(c["reward"] is not None and c["parts"]["raw"] for r in records for c in r.update["candidates"])
     usage = RunInfo.model_validate_json((tmp_path / "h" / "run.json").read_text()).llm_usage
@@ -227,10 +227,11 @@ def test_llm_classifier_persona_and_reward_over_http(tmp_path):
 
 
 def test_local_classifier_reads_label_token_probabilities(policy):
+    from core.followups import FollowupCase
     from judges.backends import LocalBackend
-    from judges.followup import WORDS, FollowupClassifier
+    from judges.followup import WORDS, LLMClassifier
 
-    labels = FollowupClassifier(LocalBackend(policy, labels=tuple(WORDS))).classify([("Explain tides.", "Too long. Shorter please.", None)])
+    labels = LLMClassifier(LocalBackend(policy, labels=tuple(WORDS))).judge([FollowupCase("Explain tides.", "", "Too long. Shorter please.")])
     assert labels[0].label in WORDS.values() and labels[0].source == "local:smollm2-135m"
     probs = labels[0].raw[labels[0].raw.index("(") + 1 : -1].split()
     assert [p.split("=")[0] for p in probs] == list(WORDS) and sum(float(p.split("=")[1]) for p in probs) <= 1.0

@@ -10,9 +10,10 @@ import torch
 import yaml
 
 from core.errors import UserInputError
+from core.followups import FollowupCase, followup_type
 from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from judges.backends import LiteLLMBackend
-from judges.followup import FollowupClassifier, heuristic_label, parse_label
+from judges.followup import LLMClassifier, heuristic_label, parse_label
 from judges.persona import heuristic_persona, infer_persona, persona_system
 from judges.reward import LLMReward, ModelReward, RewardSettings, RuleReward, parse_rating
 from simulators.profile import load_profile
@@ -93,8 +94,8 @@ def test_config_needs_an_llm_for_llm_parts():
 # ----- the follow-up classifier -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "label"),
-    [("FEEDBACK", "retry_feedback"), ("new", "new"), ("[[Repeat]]", "retry_no_feedback"), ("Answer: POSITIVE.", "positive"),
-     ("**NEW**", "new"), ("FEEDBACK or NEW", None), ("I think it is new", None), ("", None)],
+    [("FEEDBACK", "reattempt_with_feedback"), ("new", "new_request"), ("[[Repeat]]", "reattempt_without_feedback"),
+     ("Answer: POSITIVE.", "positive_feedback"), ("**NEW**", "new_request"), ("FEEDBACK or NEW", None), ("I think it is new", None), ("", None)],
 )
 def test_parse_label_is_strict(text, label):
     assert parse_label(text) == label
@@ -102,12 +103,22 @@ def test_parse_label_is_strict(text, label):
 
 def test_heuristic_labels():
     ask = "How do I cook rice?"
-    assert heuristic_label(ask, "Too long.", satisfied=False) == "retry_feedback"
-    assert heuristic_label(ask, "Great, got it.", satisfied=True) == "positive"
-    assert heuristic_label(ask, "how do I cook RICE") == "retry_no_feedback"
-    assert heuristic_label(ask, "Thanks, that works.") == "positive"
-    assert heuristic_label(ask, "Shorter, please. Just the key point.") == "retry_feedback"
-    assert heuristic_label(ask, "What's the capital of Japan?") == "new"
+    assert heuristic_label(ask, "Too long.", satisfied=False) == "reattempt_with_feedback"
+    assert heuristic_label(ask, "Great, got it.", satisfied=True) == "positive_feedback"
+    assert heuristic_label(ask, "Thanks, but shorter.", satisfied=True) == "positive_feedback"  # the simulator's own flag decides
+    assert heuristic_label(ask, "how do I cook RICE") == "reattempt_without_feedback"
+    assert heuristic_label(ask, "Thanks, that works.") == "positive_feedback"
+    assert heuristic_label(ask, "Shorter, please. Just the key point.") == "reattempt_with_feedback"
+    assert heuristic_label(ask, "What's the capital of Japan?") == "new_request"
+
+
+def test_old_label_spellings_are_read():
+    assert [followup_type(x) for x in ("new", "retry_feedback", "retry_no_feedback", "positive", "new_request")] == [
+        "new_request", "reattempt_with_feedback", "reattempt_without_feedback", "positive_feedback", "new_request"]
+    assert RLHIConfig(rewrite_labels=["retry_feedback", "new"]).rewrite_labels == ["reattempt_with_feedback", "new_request"]
+    assert RLHIConfig().rewrite_labels == ["reattempt_with_feedback"]
+    with pytest.raises(ValueError, match="unknown follow-up type 'maybe'"):
+        RLHIConfig(rewrite_labels=["maybe"])
 
 
 def test_llm_classifier_over_http_and_its_labelled_fallback(tmp_path):
@@ -119,9 +130,10 @@ def test_llm_classifier_over_http_and_its_labelled_fallback(tmp_path):
     requests: list[dict] = []
     with StubProvider(reply, requests) as stub:
         client = LLMClient(LLMSettings(model="openai/stub", api_base=stub.base, max_tokens=8, retries=0), cache=ResponseCache(tmp_path))
-        labels = FollowupClassifier(LiteLLMBackend(client)).classify(
-            [("Explain tides.", "Too long. Short version?", None), ("Explain tides.", "Thanks!", None), ("Explain tides.", "Who won in 1998?", None)])
-    assert [x.label for x in labels] == ["retry_feedback", "positive", "new"]
+        labels = LLMClassifier(LiteLLMBackend(client)).judge(
+            [FollowupCase("Explain tides.", "", "Too long. Short version?"), FollowupCase("Explain tides.", "", "Thanks!"),
+             FollowupCase("Explain tides.", "", "Who won in 1998?")])
+    assert [x.label for x in labels] == ["reattempt_with_feedback", "positive_feedback", "new_request"]
     assert labels[0].source == labels[1].source == "litellm:openai/stub"
     assert labels[2].source.startswith("heuristic (keywords); litellm:openai/stub unparsed") and labels[2].raw == "no idea"
     assert len(requests) == 3 and "Explain tides." in requests[0]["body"]["messages"][-1]["content"]

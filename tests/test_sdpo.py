@@ -21,7 +21,7 @@ ANSWER = "Rice is a grain. Rinse it, add two cups of water per cup of rice, boil
 
 
 def test_followup_equal_to_the_neutral_one_gives_zero_advantage_and_no_update(fresh_policy):
-    trainer = SDPOTrainer(fresh_policy, SDPOConfig(baseline="neutral", lr=1e-3), seed=0)
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(advantage_reference="neutral", lr=1e-3), seed=0)
     interaction = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "placeholder")
     neutral = trainer.neutral_followup(interaction)
     interaction.followup = Followup(neutral, neutral)
@@ -34,7 +34,7 @@ def test_followup_equal_to_the_neutral_one_gives_zero_advantage_and_no_update(fr
 
 
 def test_plain_baseline_with_an_empty_hindsight_is_a_no_op(fresh_policy):
-    trainer = SDPOTrainer(fresh_policy, SDPOConfig(baseline="plain", template="{prompt}{followup}", lr=1e-3), seed=0)
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(advantage_reference="plain", template="{prompt}{followup}", lr=1e-3), seed=0)
     before = weights(fresh_policy)
     result = trainer.step([make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "")])
     assert abs(result.metrics["advantage_mean"]) < 1e-4
@@ -95,3 +95,22 @@ def test_a_non_finite_loss_or_gradient_skips_the_update_and_leaves_weights_and_o
     assert result.skipped == "non-finite gradient" and result.per_interaction == [{}]
     assert torch.equal(weights(fresh_policy), before) and not trainer.optimizer.state  # no step taken, no Adam moments
     assert trainer.step([interaction]).skipped is None and not torch.equal(weights(fresh_policy), before)  # and it recovers
+
+
+def test_the_old_baseline_key_is_read_once_with_a_deprecation_line(capsys):
+    from core import yamlio
+    from trainers.offline import OfflineConfig
+
+    yamlio._DEPRECATED_SEEN.clear()
+    assert SDPOConfig.model_validate({"baseline": "plain"}).advantage_reference == "plain"
+    assert SDPOConfig.model_validate({"baseline": "neutral"}).advantage_reference == "neutral"
+    assert OfflineConfig.model_validate({"baseline": "neutral"}).advantage_reference == "neutral"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["hindsight: deprecated: trainer.baseline is now trainer.advantage_reference; the old name is still read, for now"]
+    assert "baseline" not in SDPOConfig().model_dump() and SDPOConfig().advantage_reference == "neutral"
+    try:
+        SDPOConfig.model_validate({"baseline": "plain", "advantage_reference": "plain"})
+    except ValueError as exc:
+        assert "give only advantage_reference" in str(exc)
+    else:
+        raise AssertionError("both spellings at once must fail")

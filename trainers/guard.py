@@ -70,20 +70,12 @@ def build_flagger(settings: GuardSettings, device: str = "auto") -> Flagger | No
     """The flagger ``settings`` names (None for ``off``)."""
     if settings.flagger == "off":
         return None
+    from judges.backends import BackendSpec, build_backend
     from judges.safety import LLMFlagger, RuleFlagger
 
     if settings.flagger == "rules":
         return RuleFlagger()
-    if settings.flagger == "llm":
-        from core.llm_client import LLMClient
-        from judges.backends import LiteLLMBackend
-
-        return LLMFlagger(LiteLLMBackend(LLMClient(settings.llm)))
-    from judges import local_backend
-    from judges.backends import LocalBackend
-
-    shared = local_backend(settings.model, device)
-    return LLMFlagger(LocalBackend(shared.policy, labels=("SAFE", "UNSAFE")))
+    return LLMFlagger(build_backend(BackendSpec(settings.flagger, settings.llm, settings.model), device, labels=("SAFE", "UNSAFE")))
 
 
 class Guard:

@@ -1,11 +1,11 @@
-"""Offline, off-policy SDPO (and the SFT baseline) over logged interaction tuples (history x, answer y, follow-up o).
+"""Offline, off-policy SDPO (and the SFT ablation) over logged interaction tuples (history x, answer y, follow-up o).
 
 The answers were written by other models (WildChat: GPT-3.5/4), so the paper optimizes a surrogate over the logged
 tuples rather than an on-policy objective:
 
     L(θ) = −E_(x,y,o) [ mean_t sg(A_t) · log π_θ(y_t | x, y<t) ],   A_t = log π(y_t | H(x, o), y<t) − log π(y_t | B, y<t)
 
-with the same hindsight prompt H as online SDPO, the baseline context B = x (the paper) or H(x, neutral follow-up),
+with the same hindsight prompt H as online SDPO, the reference context B (``advantage_reference``) = x (the paper) or H(x, neutral follow-up),
 no centring, the end-of-turn token appended to y, and the first ``ignore_first_k`` answer tokens left out (the
 paper's offline code: 2). ``method="sft"`` instead maximizes the likelihood of the logged answers (the paper's
 sanity check, which hurt a strong instruct model).
@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.conversations import InteractionTuple
 from core.followups import FollowupType
 from core.policy import CompletionScorer, Policy
+from core.yamlio import renamed_key
 from simulators.neutral import load_pool, pick_neutral
 from trainers import losses
 from trainers.sdpo import PAPER_TEMPLATE
@@ -42,7 +43,7 @@ class OfflineConfig(BaseModel):
     """An offline trainer. Defaults are the SDPO paper's offline settings (Section 4.1, Table 5) except the batch size."""
 
     model_config = ConfigDict(extra="forbid")
-    method: Literal["sdpo", "sft"] = Field("sdpo", description="sdpo: the off-policy surrogate; sft: likelihood of the logged answers (baseline)")
+    method: Literal["sdpo", "sft"] = Field("sdpo", description="sdpo: the off-policy surrogate; sft: likelihood of the logged answers (an ablation)")
     lr: float = Field(2e-6, gt=0, description="peak AdamW learning rate")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="after warm-up: cosine decay to 0 at the last step, or constant")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of the steps spent warming up linearly")
@@ -56,11 +57,18 @@ class OfflineConfig(BaseModel):
     max_completion_tokens: int = Field(2048, ge=1, description="answers longer than this are cut")
     max_grad_norm: float = Field(10.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    baseline: Literal["plain", "neutral"] = Field("plain", description="reference context B: 'plain' = the history alone (paper), 'neutral' = H(x, a neutral follow-up)")
+    advantage_reference: Literal["plain", "neutral"] = Field(
+        "plain", description="the advantage's reference context B: 'plain' = the history alone (paper), 'neutral' = H(x, a neutral follow-up) "
+        "(formerly 'baseline')")
     template: str = Field(PAPER_TEMPLATE, description="hindsight user turn; must contain {prompt} and {followup}")
     followup_types: list[FollowupType] | None = Field(None, description="train only on tuples whose follow-up has one of these types (None: all)")
     followup_weights: dict[FollowupType, float] = Field(default_factory=dict, description="per follow-up type, a weight on its tuples' loss (default 1)")
     seed: int = Field(0, description="data order (shuffled per epoch)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        return renamed_key(data, "baseline", "advantage_reference", "trainer")
 
     def model_post_init(self, _context: object) -> None:
         if "{prompt}" not in self.template or "{followup}" not in self.template:
@@ -82,11 +90,11 @@ class OfflineConfig(BaseModel):
 
 @dataclass
 class Encoded:
-    """One tuple as token ids: student context, hindsight and baseline contexts (SDPO), the answer, its loss weight."""
+    """One tuple as token ids: student context, hindsight and reference contexts (SDPO), the answer, its loss weight."""
 
     context: list[int]
     hindsight: list[int] | None
-    baseline: list[int] | None
+    reference: list[int] | None
     answer: list[int]
     weight: float
     cut: bool  # the answer was longer than max_completion_tokens
@@ -97,7 +105,7 @@ class OfflineTrainer:
 
     def __init__(self, policy: Policy, config: OfflineConfig, accelerator: Accelerator, neutral_pool: Sequence[str] | None = None):
         self.policy, self.config, self.accelerator = policy, config, accelerator
-        self.neutral_pool = tuple(neutral_pool) if neutral_pool is not None else (load_pool() if config.baseline == "neutral" else ())
+        self.neutral_pool = tuple(neutral_pool) if neutral_pool is not None else (load_pool() if config.advantage_reference == "neutral" else ())
         self.params = [p for p in policy.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scorer, self.optimizer = accelerator.prepare(CompletionScorer(policy.model), optimizer)
@@ -123,13 +131,13 @@ class OfflineTrainer:
         if cfg.include_eos and not cut:
             answer.append(policy.eos_token_id)
         context = policy.encode_chat(t.history)[-keep:]
-        hindsight = baseline = None
+        hindsight = reference = None
         if cfg.method == "sdpo":
             hindsight = policy.encode_chat(self.hindsight_messages(t, t.followup))[-keep:]
-            if cfg.baseline == "neutral":
+            if cfg.advantage_reference == "neutral":
                 neutral = pick_neutral(self.neutral_pool, f"{t.conversation}\x00{t.turn}", salt=f"offline-{cfg.seed}")
-                baseline = policy.encode_chat(self.hindsight_messages(t, neutral))[-keep:]
-        return Encoded(context, hindsight, baseline, answer, self.weight(t), cut)
+                reference = policy.encode_chat(self.hindsight_messages(t, neutral))[-keep:]
+        return Encoded(context, hindsight, reference, answer, self.weight(t), cut)
 
     def hindsight_messages(self, t: InteractionTuple, followup: str) -> list[dict[str, str]]:
         """The history with its last user turn (the request) rewritten by the template around ``followup``."""
@@ -179,7 +187,7 @@ class OfflineTrainer:
         if cfg.method == "sdpo":
             with torch.no_grad():
                 teacher = policy.score([r.hindsight for r in rows], answers, scorer=self.scorer)
-                base = policy.score([r.baseline for r in rows], answers, scorer=self.scorer) if cfg.baseline == "neutral" else None
+                base = policy.score([r.reference for r in rows], answers, scorer=self.scorer) if cfg.advantage_reference == "neutral" else None
             student = policy.score(contexts, answers, scorer=self.scorer)
             mask = student.mask.clone()
             mask[:, : cfg.ignore_first_k] = False

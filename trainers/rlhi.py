@@ -1,16 +1,16 @@
-"""RLHI (RL from Human Interaction) and its baselines, from the paper's description, in the same online loop as SDPO.
+"""RLHI (RL from Human Interaction) and its ablation methods, from the paper's description, in the same online loop as SDPO.
 
 Per batch of interactions (request x, the policy's answer y, the user's follow-up o):
 
-1. **classify** each follow-up: new request, re-attempt with feedback, re-attempt without feedback, positive
-   (judges/followup.py; recorded per interaction with who decided it);
+1. **classify** each follow-up: new_request, reattempt_with_feedback, reattempt_without_feedback, positive_feedback
+   (core/followups.py, judges/followup.py; recorded per interaction with who decided it);
 2. **persona**: add the user's request and follow-up to their message history and summarize it into up to five
    points (judges/persona.py); the persona goes into the system prompt of every training context;
 3. **pairs**, by method (see ``RECIPES``):
    - *rewrite*: for follow-ups labelled re-attempt with feedback, the policy rewrites its own answer given o (not
      longer unless asked, never mentioning the feedback, safe); pair (rewrite ≻ y);
    - *scratch*: the same, but the policy answers x afresh, seeing neither y nor o (the paper's "rewrites from
-     scratch" baseline);
+     scratch" ablation);
    - *candidates*: N fresh answers under the persona-conditioned context, scored by the reward; best ≻ worst;
 4. **filter** (judges/reward.py scores): a rewrite is kept only when its persona-conditioned reward is at least the
    original's, then RIP-style thresholds (rejected length, rejected reward, reward gap), each optional;
@@ -18,6 +18,9 @@ Per batch of interactions (request x, the policy's answer y, the user's follow-u
 
 Everything each interaction went through (label, persona, rewrite, rewards, kept or why not, chosen, rejected) is
 returned as its summary, which the loop writes into ``InteractionRecord.update``.
+
+Each method (``RECIPES``) is registered in ``trainers.base.METHODS``: ``rlhi-rewrite`` and ``rlhi-reward``, and the
+ablation methods ``rewrite-scratch``, ``rewrite-nofilter``, ``reward-agnostic``, ``sft`` and ``sft-reward``.
 """
 
 from __future__ import annotations
@@ -26,30 +29,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.engine import Engine, Generation, SamplingParams
+from core.followups import FollowupCase, FollowupClassifier, FollowupType, followup_type
 from core.interaction import Interaction
 from core.llm_client import LLMSettings
 from core.policy import Message, Policy
-from judges.followup import LABELS, FollowupClassifier, Label
 from judges.persona import PersonaSettings, heuristic_persona, infer_persona, persona_system
 from judges.reward import Reward, RewardSettings
-from trainers.base import StepResult
+from trainers.base import METHODS, StepResult, TrainerInputs
 from trainers.dpo import Objective, PreferenceOptimizer, PreferencePair
 
 if TYPE_CHECKING:
     from core.llm_client import LLMClient
     from simulators.profile import Profile
-
-Method = Literal["sdpo", "rlhi-rewrite", "rlhi-reward", "rewrite-scratch", "rewrite-nofilter", "reward-agnostic", "sft", "sft-reward"]
-METHOD_HELP = (
-    "sdpo: self-distillation from the follow-up (trainer.*); rlhi-rewrite: user-guided rewrites, quality filter, persona DPO; "
-    "rlhi-reward: N candidates scored by a persona-conditioned reward, best vs worst, online persona DPO; "
-    "baselines: rewrite-scratch (the policy re-answers without its answer or the follow-up), rewrite-nofilter (no quality "
-    "filter), reward-agnostic (the reward ignores the persona), sft (SFT on the kept rewrites), sft-reward (SFT on the best candidates)"
-)
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -59,16 +53,17 @@ class Recipe:
     personalized_reward: bool
     filtered: bool
     objective: Objective
+    help: str = ""
 
 
 RECIPES: dict[str, Recipe] = {
-    "rlhi-rewrite": Recipe("rewrite", True, True, "dpo"),
-    "rewrite-scratch": Recipe("scratch", True, True, "dpo"),
-    "rewrite-nofilter": Recipe("rewrite", True, False, "dpo"),
-    "sft": Recipe("rewrite", True, True, "sft"),
-    "rlhi-reward": Recipe("candidates", True, True, "dpo"),
-    "reward-agnostic": Recipe("candidates", False, True, "dpo"),
-    "sft-reward": Recipe("candidates", True, True, "sft"),
+    "rlhi-rewrite": Recipe("rewrite", True, True, "dpo", "user-guided rewrites, quality filter, persona DPO"),
+    "rlhi-reward": Recipe("candidates", True, True, "dpo", "N candidates scored by a persona-conditioned reward, best vs worst, online persona DPO"),
+    "rewrite-scratch": Recipe("scratch", True, True, "dpo", "ablation: the policy re-answers without its answer or the follow-up"),
+    "rewrite-nofilter": Recipe("rewrite", True, False, "dpo", "ablation: no quality filter"),
+    "reward-agnostic": Recipe("candidates", False, True, "dpo", "ablation: the reward ignores the persona"),
+    "sft": Recipe("rewrite", True, True, "sft", "ablation: SFT on the kept rewrites"),
+    "sft-reward": Recipe("candidates", True, True, "sft", "ablation: SFT on the best candidates"),
 }
 
 REWRITE_PROMPT = """Write your previous answer again, improved according to my message below. Keep it about as long \
@@ -101,7 +96,8 @@ class RLHIConfig(BaseModel):
         "heuristic", description="who labels follow-ups: heuristic (offline: the simulator's satisfied flag when it gives one, else keywords), "
         "llm (rlhi.llm), local (a local model's label-token probabilities: classifier_model)")
     classifier_model: str | None = Field(None, description="for classifier=local: a model spec")
-    rewrite_labels: list[Label] = Field(["retry_feedback"], min_length=1, description="follow-up labels whose answers are rewritten")
+    rewrite_labels: list[FollowupType] = Field(["reattempt_with_feedback"], min_length=1, description="follow-up types whose answers are "
+                                               "rewritten (core/followups.py; the old spellings retry_feedback, … are read too)")
     persona: PersonaSettings = PersonaSettings()
     reward: RewardSettings = RewardSettings()
     filter: FilterSettings = FilterSettings()
@@ -109,6 +105,11 @@ class RLHIConfig(BaseModel):
     temperature: float = Field(0.6, ge=0, description="sampling temperature of rewrites and candidates (the paper's 0.6)")
     top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling of rewrites and candidates (the paper's 0.9)")
     llm: LLMSettings | None = Field(None, description="the LLM behind classifier=llm, persona.source=inferred and reward.kind=llm")
+
+    @field_validator("rewrite_labels", mode="before")
+    @classmethod
+    def _old_spellings(cls, labels: object) -> object:
+        return [followup_type(x) if isinstance(x, str) else x for x in labels] if isinstance(labels, list) else labels
 
     @model_validator(mode="after")
     def _complete(self) -> RLHIConfig:
@@ -118,9 +119,6 @@ class RLHIConfig(BaseModel):
             raise ValueError(f"{', '.join(needs)} need rlhi.llm (--rlhi-model, and --rlhi-api-base for a local server)")
         if self.classifier == "local" and not self.classifier_model:
             raise ValueError("classifier 'local' needs classifier_model")
-        unknown = set(self.rewrite_labels) - set(LABELS)
-        if unknown:
-            raise ValueError(f"unknown rewrite labels {sorted(unknown)}")
         return self
 
 
@@ -136,7 +134,7 @@ def _client(settings: LLMSettings, max_tokens: int) -> LLMClient:
 
 
 class RLHITrainer:
-    """One RLHI (or baseline) update per batch; ``user_at(index)`` is the simulated user's profile at an interaction
+    """One RLHI (or ablation) update per batch; ``user_at(index)`` is the simulated user's profile at an interaction
     (None for a control arm's neutral user), read by the profile persona and the rules reward."""
 
     def __init__(self, policy: Policy, engine: Engine, config: RLHIConfig, method: str, max_new_tokens: int,
@@ -158,26 +156,21 @@ class RLHITrainer:
         self.history: list[str] = []  # the user's messages, oldest first (requests and follow-ups)
         self.feedback: list[str] = []  # follow-ups labelled re-attempt with feedback (the heuristic persona's material)
         self.persona: str | None = None
+        self.guard = None  # RLHI has no update guard
 
-    @property
-    def llm_parts(self) -> list:
+    def llm_parts(self) -> dict[str, list[object]]:
         """The parts that call an LLM (each holds its client as ``client`` or ``backend.client``), for the run's usage accounting."""
         persona = [_Holder(self.persona_client)] if self.persona_client is not None else []
-        return [*persona, self.classifier, self.reward]
+        return {"rlhi": [*persona, self.classifier, self.reward]}
+
+    def record_fields(self, summary: dict) -> dict:
+        return {"update": summary, "label": summary.get("label")}
 
     def _build_classifier(self) -> FollowupClassifier:
+        from judges.followup import build_classifier
+
         cfg = self.config
-        if cfg.classifier == "heuristic":
-            return FollowupClassifier()
-        if cfg.classifier == "llm":
-            from judges.backends import LiteLLMBackend
-
-            return FollowupClassifier(LiteLLMBackend(_client(cfg.llm, 8)))
-        from judges import local_backend
-        from judges.backends import LocalBackend
-        from judges.followup import WORDS
-
-        return FollowupClassifier(LocalBackend(local_backend(cfg.classifier_model, str(self.policy.device)).policy, labels=tuple(WORDS)))
+        return build_classifier(cfg.classifier, llm=cfg.llm, model=cfg.classifier_model, device=str(self.policy.device), max_tokens=8)
 
     # ----- resume ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -189,10 +182,10 @@ class RLHITrainer:
 
     # ----- one update ------------------------------------------------------------------------------
     def step(self, batch: Sequence[Interaction]) -> StepResult:
-        labels = self.classifier.classify([(i.prompt, i.followup.text, i.followup.satisfied) for i in batch])
+        labels = self.classifier.judge([FollowupCase(i.prompt, i.response.text, i.followup.text, i.followup.satisfied) for i in batch])
         for interaction, label in zip(batch, labels):
             self.history += [interaction.prompt, interaction.followup.text]
-            if label.label == "retry_feedback":
+            if label.label == "reattempt_with_feedback":
                 self.feedback.append(interaction.followup.text)
         self.history = self.history[-self.config.persona.history :]
         self.persona, persona_source = self._persona(batch[-1].index)
@@ -204,7 +197,7 @@ class RLHITrainer:
             pairs = self._rewrite_pairs(batch, contexts, labels, summaries)
         update = self.optimizer.update(pairs, self.recipe.objective)
         metrics = {**update.metrics, "kept": float(sum(bool(s.get("kept")) for s in summaries)),
-                   "feedback_labels": float(sum(lab.label == "retry_feedback" for lab in labels))}
+                   "feedback_labels": float(sum(lab.label == "reattempt_with_feedback" for lab in labels))}
         return StepResult(metrics=metrics, per_interaction=summaries, skipped=update.skipped)
 
     def _persona(self, index: int) -> tuple[str | None, str]:
@@ -305,3 +298,20 @@ def quality_filter(settings: FilterSettings, rejected_tokens: int, r_chosen: flo
     if settings.max_reward_gap is not None and r_chosen - r_rejected > settings.max_reward_gap:
         return f"reward gap too large ({r_chosen - r_rejected:.3g} > {settings.max_reward_gap:g})"
     return None
+
+
+def _summary(config) -> str:
+    r = config.rlhi
+    candidates = RECIPES[config.method].pairs == "candidates"
+    return (f"rlhi: lr {r.lr:g}, beta {r.beta:g}, classifier {r.classifier}, persona {r.persona.source}, reward {r.reward.kind}"
+            + (f", {r.candidates} candidates" if candidates else ""))
+
+
+def rlhi(inputs: TrainerInputs) -> RLHITrainer:
+    """The trainer of the RLHI method ``inputs.config.method`` (one of ``RECIPES``)."""
+    config = inputs.config
+    return RLHITrainer(inputs.policy, inputs.engine, config.rlhi, config.method, config.generation.max_new_tokens or 96, inputs.user_at)
+
+
+for _name, _recipe in RECIPES.items():
+    METHODS.add(_name, rlhi, help=f"{_recipe.help} (rlhi.*)", summary=_summary)

@@ -5,9 +5,9 @@ H(x, o) that shows o; the per-token advantage is
 
     A_t = log π(y_t | H(x, o), y<t) − log π(y_t | B, y<t)          (both sides detached)
 
-where the baseline context B is the plain prompt x (the paper) or, with ``baseline="neutral"``, the same
-hindsight prompt filled with a neutral follow-up o_n, H(x, o_n). On a small model the hindsight prompt itself
-pulls answers (shorter, apologetic) whatever the user said; the neutral baseline cancels that pull so only
+where the reference context B (``advantage_reference``) is the plain prompt x (the paper) or, with ``"neutral"``,
+the same hindsight prompt filled with a neutral follow-up o_n, H(x, o_n). On a small model the hindsight prompt itself
+pulls answers (shorter, apologetic) whatever the user said; the neutral reference cancels that pull so only
 what the user said remains, at the cost of one more no-grad forward.
 
 The update guard (``guard``, trainers/guard.py) decides what the trainer learns from: it flags unsafe follow-ups,
@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.interaction import Interaction
 from core.policy import Policy
+from core.yamlio import renamed_key
 from simulators.neutral import load_pool, pick_neutral
 from trainers import losses
-from trainers.base import StepResult
+from trainers.base import METHODS, StepResult, TrainerInputs
 from trainers.guard import Guard, GuardSettings
 
 PAPER_TEMPLATE = "{prompt}\n\nThe following is a future user message. Use this to guide your answer to the user prompt: {followup}"
@@ -45,8 +46,9 @@ class SDPOConfig(BaseModel):
             "topk_kl: the same over the student's top-k tokens plus one bucket for the rest"
         ),
     )
-    baseline: Literal["neutral", "plain"] = Field(
-        "neutral", description="reference context B: 'plain' = the prompt without follow-up (paper), 'neutral' = H(x, neutral follow-up)"
+    advantage_reference: Literal["neutral", "plain"] = Field(
+        "neutral", description="the advantage's reference context B: 'plain' = the prompt without follow-up (paper), 'neutral' = H(x, neutral "
+        "follow-up) (formerly 'baseline')"
     )
     template: str = Field(PAPER_TEMPLATE, description="hindsight user turn; must contain {prompt} and {followup}")
     centre: bool = Field(False, description="subtract each answer's mean advantage (sampled_token only)")
@@ -60,6 +62,11 @@ class SDPOConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     guard: GuardSettings = Field(GuardSettings(), description="the update guard: safety flags on follow-ups, principles, skipping flagged ones")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        return renamed_key(data, "baseline", "advantage_reference", "trainer")
 
     def model_post_init(self, _context: object) -> None:
         if "{prompt}" not in self.template or "{followup}" not in self.template:
@@ -78,8 +85,15 @@ class SDPOTrainer:
             policy.snapshot_initial()  # the anchor is the policy as it was before this trainer's first update
         params = [p for p in policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.guard = Guard(config.guard, device=policy.settings.device)
+        self.guard: Guard | None = Guard(config.guard, device=policy.settings.device)
         self.template = config.guard.principles_template if config.guard.states_principles else config.template
+        self.persona: str | None = None  # SDPO holds no persona
+
+    def record_fields(self, summary: dict) -> dict:
+        return {"advantage": summary}
+
+    def llm_parts(self) -> dict[str, list[object]]:
+        return {"flagger": [self.guard]}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}
@@ -98,6 +112,7 @@ class SDPOTrainer:
 
     def step(self, batch: Sequence[Interaction]) -> StepResult:
         """One update from the interactions the guard lets through; the others get empty summaries."""
+        assert self.guard is not None
         learn = self.guard.review(batch)
         counts = self.guard.metrics(batch)
         if not learn:
@@ -120,7 +135,7 @@ class SDPOTrainer:
         full = cfg.loss != "sampled_token"
         student_ctx = [i.context_ids for i in batch]
         hindsight_ctx = [policy.encode_chat(self.hindsight_messages(i, i.followup.text)) for i in batch]
-        neutral = [self.neutral_followup(i) for i in batch] if cfg.baseline == "neutral" else None
+        neutral = [self.neutral_followup(i) for i in batch] if cfg.advantage_reference == "neutral" else None
 
         with torch.no_grad():
             teacher = policy.score(hindsight_ctx, completions, full_logits=full)
@@ -204,3 +219,14 @@ class SDPOTrainer:
         if neutral is not None:
             summary["neutral_followup"] = neutral
         return summary
+
+
+def _summary(config) -> str:
+    t = config.trainer
+    return f"trainer: lr {t.lr:g}, loss {t.loss}, advantage reference {t.advantage_reference}, kl_anchor {t.kl_anchor:g}"
+
+
+@METHODS.register("sdpo", help="self-distillation from the follow-up (trainer.*)", summary=_summary, guarded=True)
+def sdpo(inputs: TrainerInputs) -> SDPOTrainer:
+    config = inputs.config
+    return SDPOTrainer(inputs.policy, config.trainer_for(inputs.arm), seed=inputs.seed, neutral_pool=inputs.neutral_pool)

@@ -46,7 +46,7 @@ def data_stats(
       hindsight data stats tests/data/wildchat_sample.jsonl --language English
     """
     from core.conversations import ImportSettings, describe_stats, import_stats, load_tuples
-    from judges.followups import build_classifier
+    from judges.followup import build_classifier
 
     filters = Filters(max_turn_chars, max_conversation_chars, min_messages, language, context_messages, limit)
     classifier = build_classifier()

@@ -70,7 +70,7 @@ def launch(options: RunOptions, adjust: Adjust | None = None, own: tuple[str, ..
     resolved = overrides.validate(RunConfig)
     if adjust is not None:
         resolved = Overrides(data={**resolved.model_dump(mode="json"), **adjust(resolved)}).validate(RunConfig)
-    resolved = preflight(resolved)  # profiles, prompts, neutral pool: fail in a second, not after the model loads
+    resolved, schedule = preflight(resolved)  # profiles, prompts, neutral pool: fail in a second, not after the model loads
     run_name = check_run_id(options.run_id) if options.run_id else new_run_id(resolved.profile, run_kind(resolved), options.results)
     if options.dry_run:
         console.print(resolved.to_yaml(), highlight=False, markup=False)
@@ -86,7 +86,7 @@ def launch(options: RunOptions, adjust: Adjust | None = None, own: tuple[str, ..
     console.print(f"[bold]run[/bold] {run_dir}  ·  user [cyan]{describe_user(resolved)}[/cyan]  ·  arms "
                   + ", ".join(f"{a}/s{s}" for a, s in resolved.arms()) + ("  ·  oracle" if resolved.oracle else ""))
     with LiveProgress(resolved) as progress, resume_hint(run_dir):
-        info = run_personalize(resolved, run_dir, progress.handle, command=shlex.join(["hindsight", *sys.argv[1:]]))
+        info = run_personalize(resolved, run_dir, progress.handle, command=shlex.join(["hindsight", *sys.argv[1:]]), schedule=schedule)
     console.print(f"finished in {info.seconds:.0f} s")
     show(str(run_dir), results=options.results)
 

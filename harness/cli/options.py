@@ -1,9 +1,11 @@
 """Options shared between commands, defined once and typed; every choice is an enum, so `--help` and shell completion
 list it.
 
-The enums mirror the component layers' ``Literal`` types (trainers.Method, the simulator and judge kinds, …); importing
-those layers would load torch on every `hindsight --help`, so tests/test_cli.py checks that each enum lists exactly
-its ``Literal``'s values instead.
+The enums mirror the component layers' ``Literal`` types (the loss, the device, …); importing those layers would load
+torch on every `hindsight --help`, so tests/test_cli.py checks that each enum lists exactly its ``Literal``'s values.
+The registry-backed choices (``--method``, ``--simulator``, ``--judge``) use ``registry_choice``: their names are
+read from the registry when a value is parsed or completed, so a newly registered method, simulator or judge is a
+choice without touching the CLI.
 
 ``RunOptions`` holds the options of ``personalize``, ``flip``, ``continual`` and ``redteam``; each field names the
 config key it sets (``field(metadata={"key": ...})``), next to its option, so one table maps options to config.
@@ -31,11 +33,8 @@ def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
     return enum.Enum(name, [(v, v) for v in values], type=str)  # type: ignore[return-value]
 
 
-Method = _choices("Method", ("sdpo", "rlhi-rewrite", "rlhi-reward", "rewrite-scratch", "rewrite-nofilter", "reward-agnostic", "sft", "sft-reward"))
 Loss = _choices("Loss", ("sampled_token", "full_kl", "topk_kl"))
 AdvantageReference = _choices("AdvantageReference", ("neutral", "plain"))
-SimulatorKind = _choices("SimulatorKind", ("scripted", "complain", "llm", "local"))
-JudgeKind = _choices("JudgeKind", ("rules", "llm", "local", "none"))
 PairJudge = _choices("PairJudge", ("rules", "llm", "local"))  # `hindsight judge`
 ModelJudge = _choices("ModelJudge", ("llm", "local"))  # `hindsight usereval`, eval/regress overrides
 Device = _choices("Device", ("auto", "cpu", "cuda"))
@@ -48,6 +47,37 @@ Flagger = _choices("Flagger", ("rules", "llm", "local"))
 TrainMethod = _choices("TrainMethod", ("sdpo", "sft"))
 Schedule = _choices("Schedule", ("cosine", "constant"))
 Backend = _choices("Backend", ("auto", "hf", "vllm"))
+
+
+def registry_choice(names: Callable[[], list[str]], metavar: str) -> dict[str, Any]:
+    """typer.Option arguments for a choice among a registry's names, read when a value is parsed or completed (the
+    registries load torch; `hindsight --help` need not). ``metavar`` shows the built-in names."""
+
+    def parse(value: str) -> str:
+        known = names()
+        if value not in known:
+            raise typer.BadParameter(f"{value!r} is not one of " + ", ".join(repr(n) for n in known))
+        return value
+
+    return {"parser": parse, "metavar": metavar, "autocompletion": lambda incomplete: [n for n in names() if n.startswith(incomplete)]}
+
+
+def method_names() -> list[str]:
+    import trainers
+
+    return trainers.METHODS.names()
+
+
+def simulator_names() -> list[str]:
+    import simulators
+
+    return simulators.SIMULATORS.names()
+
+
+def judge_names() -> list[str]:
+    import judges
+
+    return judges.judge_kinds()
 
 
 def plain(value: Any) -> Any:
@@ -144,7 +174,7 @@ class RunOptions:
     neutral_pool: Annotated[Optional[str], typer.Option(rich_help_panel="Arms", help=(
         "Messages of the control arm's user and of the neutral advantage reference: builtin (small talk, acknowledgements), "
         "unrelated (unrelated questions) or a text file, one message per line. (default: builtin)"))] = config_field("neutral_pool")
-    simulator: Annotated[Optional[SimulatorKind], typer.Option(rich_help_panel="User", help=(  # type: ignore[valid-type]
+    simulator: Annotated[Optional[str], typer.Option(**registry_choice(simulator_names, "[scripted|complain|llm|local]"), rich_help_panel="User", help=(
         "Who writes follow-ups: scripted (profile rules, offline), llm (litellm), local (a local model), "
         "complain (diagnostic: complains whatever the answer). (default: scripted)"))] = config_field("simulator.kind")
     simulator_model: Annotated[Optional[str], typer.Option(rich_help_panel="User", help=(
@@ -153,7 +183,7 @@ class RunOptions:
         "OpenAI-compatible base URL for --simulator llm, e.g. http://127.0.0.1:8000/v1."))] = config_field()
     api_key_env: Annotated[Optional[str], typer.Option(rich_help_panel="User", help=(
         "Name of the environment variable holding the API key (the key itself is never stored)."))] = config_field()
-    judge: Annotated[Optional[JudgeKind], typer.Option(rich_help_panel="Judge", help=(  # type: ignore[valid-type]
+    judge: Annotated[Optional[str], typer.Option(**registry_choice(judge_names, "[rules|none|llm|local]"), rich_help_panel="Judge", help=(
         "Who judges each held-out answer against the untrained model's (win rate vs initial): rules (the profile's checks, offline), "
         "llm (litellm, both orders), local (a local model's verdict-token probabilities, both orders), none. (default: rules)"))] = config_field("judge.kind")
     judge_model: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
@@ -163,7 +193,9 @@ class RunOptions:
         "OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1 (`hindsight serve`)."))] = config_field()
     judge_api_key_env: Annotated[Optional[str], typer.Option(rich_help_panel="Judge", help=(
         "Name of the environment variable holding the judge's API key (the key itself is never stored)."))] = config_field()
-    method: Annotated[Optional[Method], typer.Option(rich_help_panel="Method", help=METHOD_HELP)] = config_field("method")  # type: ignore[valid-type]
+    method: Annotated[Optional[str], typer.Option(**registry_choice(method_names, "[sdpo|rlhi-rewrite|rlhi-reward|…]"), rich_help_panel="Method",
+                                                  help=METHOD_HELP)] = (
+        config_field("method"))
     beta: Annotated[Optional[float], typer.Option(rich_help_panel="Method", help="DPO β of the RLHI methods. (default: 0.1)")] = config_field("rlhi.beta")
     persona: Annotated[Optional[PersonaSource], typer.Option(rich_help_panel="Method", help=(  # type: ignore[valid-type]
         "RLHI persona: heuristic (offline: the user's most frequent feedback), inferred (--rlhi-model summarizes the user's messages), "

@@ -129,7 +129,8 @@ def compare(
         tag = f"{row['arm']} · {row['preference']}" if row["preference"] else row["arm"]
         cells = {f: fmt(P(row["interactions"], **{k: m[k] for k in ("mean", "low", "high", "seeds")}), share)
                  for f, _, share in METRICS if (m := row["metrics"].get(f))}
-        rows.append([row["run"], *(str(row["fields"].get(k, "–")) for k in differ), tag, str(row["interactions"]), *(cells.get(f, "–") for f, _, _ in METRICS)])
+        rows.append([row["run"], *(str(row["fields"].get(k, "–")) for k in differ), tag, str(row["interactions"]),
+                     *(cells.get(f, "–") for f, _, _ in METRICS)])
     if markdown:
         typer.echo("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for cells_ in rows:
