@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 from typing import NamedTuple
 from unittest import mock
 
@@ -21,6 +22,7 @@ import torch
 from core.policy import Policy, PolicySettings
 from core.runtime import quiet_libraries
 
+DATA = Path(__file__).parent / "data"  # fixtures shared by the test folders
 HINDSIGHT = [sys.executable, "-c", "from harness.cli import run; run()"]
 
 

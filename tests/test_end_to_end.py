@@ -8,7 +8,6 @@ import os
 import subprocess
 
 import yaml
-from conftest import HINDSIGHT
 
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
 from core.stats import interval
@@ -17,6 +16,7 @@ from harness.curves import curves
 from suites.results import EvalResult
 from suites.suite import SUITES
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 TINY = ["-n", "2", "--batch-size", "2", "--eval-every", "2", "--max-new-tokens", "8", "--set", "eval.max_new_tokens=8", "--no-control", "--no-oracle",

@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 
-from conftest import HINDSIGHT
-
 from core.records import InteractionRecord, read_jsonl
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 KEY = "sk-planted-0123456789abcdef"

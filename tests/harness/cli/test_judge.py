@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HINDSIGHT
 
 from harness.cli import run
 from judges.versus import JudgeResult
 from simulators.profile import load_profile
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.DOTALL)

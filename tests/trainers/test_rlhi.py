@@ -5,7 +5,6 @@ import subprocess
 
 import pytest
 import torch
-from conftest import HINDSIGHT
 
 from core.engine import Generation, HFEngine
 from core.interaction import Followup, Interaction
@@ -16,6 +15,7 @@ from simulators.profile import load_profile
 from trainers import RECIPES, RLHIConfig, RLHITrainer
 from trainers.dpo import PreferenceOptimizer, PreferencePair
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 SHORT = "Rinse the rice, boil it in twice its volume of water, then simmer covered for 18 minutes."

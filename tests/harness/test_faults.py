@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.llm_client import LLMClient, LLMSettings, ProviderError, ResponseCache
@@ -16,6 +15,7 @@ from core.records import METRIC, InteractionRecord, RunInfo, TrainRecord, read_j
 from simulators.llm import LLMSimulator
 from simulators.profile import load_profile
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 HELLO = [{"role": "user", "content": "Say hello."}]

@@ -10,11 +10,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import HINDSIGHT
 
 from core.records import RunInfo
 from core.state_io import flatten, unflatten
 from harness.checkpoint import ArmCheckpoints, ArmState, repair_logs, rng_state, set_rng_state
+
+from conftest import HINDSIGHT
 
 TINY = [
     "personalize", "-n", "8", "--batch-size", "2", "--eval-every", "4", "--eval-prompts", "2", "--max-new-tokens", "12",

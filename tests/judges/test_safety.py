@@ -6,13 +6,13 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.models import resolve_model
 from core.policy import Policy, PolicySettings
 from harness.cli import check_run_id
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 

@@ -10,11 +10,12 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import HINDSIGHT
 
 from core.records import EvalRecord, RunInfo
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import HINDSIGHT
+
+ROOT = Path(__file__).resolve().parents[3]
 BASE = dict(n=20, compliance=0.5, clean=0.5, degenerate=0.0, relevant=1.0, mean_words=10.0, apology=0.0, meta=0.0, looping=0.0,
             empty=0.0, truncated=0.0, repetition=0.0, distinct2=1.0, prompt_similarity=0.5, reference_similarity=0.5, kl=0.0, seconds=1.0)
 LONG_ID = "20260101-120000-sdpo-a-rather-long-profile-name-that-does-not-fit"

@@ -2,22 +2,10 @@
 
 import torch
 
-from core.engine import Generation
 from core.interaction import Followup, Interaction
 from trainers.sdpo import SDPOConfig, SDPOTrainer
 
-
-def make_interaction(policy, prompt: str, answer: str, followup: str) -> Interaction:
-    messages = policy.messages(prompt)
-    tokens = tuple(policy.tokenizer.encode(answer, add_special_tokens=False) + [policy.eos_token_id])
-    return Interaction(0, prompt, messages, policy.encode_chat(messages), Generation(answer, tokens, True), Followup(followup, followup))
-
-
-def weights(policy) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in policy.model.parameters()]).clone()
-
-
-ANSWER = "Rice is a grain. Rinse it, add two cups of water per cup of rice, boil, then simmer covered for eighteen minutes."
+from builders import ANSWER, make_interaction, weights
 
 
 def test_followup_equal_to_the_neutral_one_gives_zero_advantage_and_no_update(fresh_policy):

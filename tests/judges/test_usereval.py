@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from conftest import HINDSIGHT
 
 from core.llm_client import LLMClient, LLMSettings, ResponseCache
 from harness.serve import PolicyServer
@@ -19,6 +18,7 @@ from judges.backends import LiteLLMBackend
 from judges.usereval import AXES, PERSONA_SYSTEM, UserEval, UserEvalResult, UserEvalRow, persona_messages
 from simulators.profile import load_profile
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.S)

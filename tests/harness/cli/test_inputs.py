@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.prompts import PromptSettings, load_prompts
 from simulators.profile import load_profile, load_profile_file
+
+from conftest import HINDSIGHT
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

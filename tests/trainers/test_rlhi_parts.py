@@ -250,7 +250,7 @@ def test_bad_method_settings_are_one_line_errors(args, message):
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
-    # (--candidates 1 itself is refused by click, a usage error with its own box: tests/test_inputs.py has those)
+    # (--candidates 1 itself is refused by click, a usage error with its own box: tests/harness/cli/test_inputs.py has those)
 
 
 def test_dry_run_shows_the_method_and_its_settings():

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from conftest import HINDSIGHT, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,8 @@ from core.prompts import PromptSettings, load_prompts
 from harness.config import RunConfig
 from judges.usereval import load_rows
 from simulators.profile import load_profile_file
+
+from conftest import HINDSIGHT, run_cli
 
 EXAMPLES = {"loader": 100, "cli": 60, "subprocess": 4}  # 4 loaders × 100 + 2 × 60 in-process CLI + 4 subprocess runs
 FAST = settings(max_examples=EXAMPLES["loader"], deadline=None, suppress_health_check=[HealthCheck.too_slow])

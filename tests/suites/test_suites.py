@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.models import resolve_model
@@ -23,6 +22,7 @@ from suites.results import EntryResult, EvalResult, MetricResult
 from suites.runner import EvalOptions, evaluate_checkpoint
 from suites.suite import SUITES, load_suite
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 REPLY = re.compile(r"Reply ([AB]):\n<<<\n(.*?)\n>>>", re.DOTALL)

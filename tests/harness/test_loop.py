@@ -7,13 +7,13 @@ import shutil
 import subprocess
 
 import yaml
-from conftest import HINDSIGHT
 
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, read_jsonl
 from harness.config import RunConfig
 from simulators.neutral import load_pool
 from simulators.profile import load_profile
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 WIDE = {**os.environ, "COLUMNS": "220"}  # rich wraps table headers at the default 80 columns

@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 import torch
-from conftest import HINDSIGHT
 
 from core.prompts import BUILTIN_SETS, PromptSettings, load_prompts
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
@@ -20,8 +19,9 @@ from simulators.profile import BUILTIN_DIR, load_profile, load_profile_file
 from trainers.guard import PRINCIPLES_TEMPLATE, GuardSettings
 from trainers.sdpo import SDPOConfig, SDPOTrainer
 
+from builders import ANSWER, make_interaction, weights
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
-from test_sdpo import ANSWER, make_interaction, weights
 
 WIDE = {**os.environ, "COLUMNS": "220"}
 ALL = [load_profile_file(path) for path in sorted(BUILTIN_DIR.glob("*.yaml"))]

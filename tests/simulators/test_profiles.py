@@ -13,7 +13,7 @@ from simulators.neutral import BUILTIN_POOLS
 from simulators.profile import BUILTIN_DIR, PATTERNS, load_profile_file, sentences, words
 
 ALL_PROFILES = {path.stem: load_profile_file(path) for path in sorted(BUILTIN_DIR.glob("*.yaml"))}
-PROFILES = {name: p for name, p in ALL_PROFILES.items() if not p.adversarial}  # adversarial ones: tests/test_redteam.py
+PROFILES = {name: p for name, p in ALL_PROFILES.items() if not p.adversarial}  # adversarial ones: tests/harness/test_redteam.py
 
 SINGLE_TRAIT_PAIRS = [
     ("concise", "detailed"),

@@ -5,14 +5,14 @@ import subprocess
 
 import pytest
 import torch
-from conftest import HINDSIGHT
 
 from core.errors import UserInputError
 from core.models import embedded_gguf, resolve_model
 from core.policy import LoraSettings, Policy, PolicySettings
 from trainers.sdpo import SDPOConfig, SDPOTrainer
 
-from test_sdpo import ANSWER, make_interaction
+from builders import ANSWER, make_interaction
+from conftest import HINDSIGHT
 
 
 def test_model_specs_resolve_or_say_what_is_wrong(tmp_path):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import HINDSIGHT
 from safetensors.torch import load_file
 
 from core.models import resolve_model
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, read_jsonl
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 

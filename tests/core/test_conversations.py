@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import HINDSIGHT
 
 from core.conversations import ImportSettings, import_stats, load_tuples, read_conversations, tuples_of
 from core.errors import UserInputError
 from core.followups import FOLLOWUP_TYPES, FollowupCase
 from judges.followup import HeuristicClassifier
 
-SAMPLE = Path(__file__).parent / "data" / "wildchat_sample.jsonl"
+from conftest import DATA, HINDSIGHT
+
+SAMPLE = DATA / "wildchat_sample.jsonl"
 # line → reason code of every bad record in the sample file (written with these on purpose)
 BAD = {4: "empty_turn", 8: "bad_role", 12: "turn_too_long", 16: "not_json", 20: "not_object", 25: "no_turns", 29: "bad_content",
        33: "order", 37: "too_few_messages", 41: "bad_turn", 45: "order"}

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HINDSIGHT
 from safetensors.torch import load_file
 
 from core.conversations import load_tuples
@@ -26,9 +25,10 @@ from judges.usereval import PERSONA_SYSTEM, UserEval, load_rows
 from trainers import losses
 from trainers.offline import OfflineConfig, OfflineTrainer
 
+from conftest import DATA, HINDSIGHT
 from stub_provider import StubProvider
 
-SAMPLE = Path(__file__).parent / "data" / "wildchat_sample.jsonl"
+SAMPLE = DATA / "wildchat_sample.jsonl"
 SMALL = ["--data", str(SAMPLE), "--device", "cpu", "--max-prompt-tokens", "128", "--max-completion-tokens", "32", "--lr", "1e-5", "--save-every", "1"]
 
 
@@ -143,7 +143,7 @@ def test_follow_up_type_filter_keeps_only_those_tuples():
 
 # ----- the real command: checkpoints, exact resume, SFT, 2 processes -------------------------------------------
 def _train(*args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run([*(launcher or HINDSIGHT), *args], check=False, capture_output=True, text=True, timeout=900, cwd=Path(__file__).parent.parent)
+    done = subprocess.run([*(launcher or HINDSIGHT), *args], check=False, capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
