@@ -1,6 +1,6 @@
-"""`hindsight regress`: did the candidate lose anything against the baseline, metric by metric?
+"""`hindsight regress`: did the candidate lose anything against the reference, metric by metric?
 
-For every metric both results hold: delta = candidate − baseline, with its standard error. When both hold per-item
+For every metric both results hold: delta = candidate − reference, with its standard error. When both hold per-item
 scores for the same items, the items are paired (the standard error of the per-item differences, which removes the
 items' shared difficulty); otherwise the two are independent: √(se_b² + se_c²). A metric has **regressed** when it
 got worse by at least ``min_effect`` and the change is significant at ``confidence`` (|delta| > t·se with n − 1 degrees
@@ -27,9 +27,9 @@ class Comparison(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entry: str
     metric: str
-    baseline: float
+    reference: float
     candidate: float
-    delta: float = Field(description="candidate − baseline")
+    delta: float = Field(description="candidate − reference")
     se: float | None = Field(description="standard error of delta")
     paired: bool = Field(description="se from per-item differences on the same items")
     n: int | None
@@ -40,7 +40,7 @@ class Comparison(BaseModel):
 
 class Regression(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    baseline: str
+    reference: str
     candidate: str
     suite: str
     confidence: float
@@ -71,35 +71,35 @@ def compare_metric(entry: str, name: str, base: MetricResult, cand: MetricResult
     verdict: Verdict = "unchanged"
     if significant and abs(delta) >= min_effect:
         verdict = "improved" if better > 0 else "regressed"
-    return Comparison(entry=entry, metric=name, baseline=base.value, candidate=cand.value, delta=delta, se=se, paired=paired,
+    return Comparison(entry=entry, metric=name, reference=base.value, candidate=cand.value, delta=delta, se=se, paired=paired,
                       n=n, p=two_sided_p(delta, se, df), verdict=verdict, higher_is_better=base.higher_is_better)
 
 
-def regress(baseline: EvalResult, candidate: EvalResult, confidence: float = 0.95, min_effect: float = 0.0) -> Regression:
-    """Every metric present in both results, in the baseline's order."""
+def regress(reference: EvalResult, candidate: EvalResult, confidence: float = 0.95, min_effect: float = 0.0) -> Regression:
+    """Every metric present in both results, in the reference's order."""
     rows = []
-    for entry in baseline.entries:
+    for entry in reference.entries:
         for name, base in entry.metrics.items():
             cand = candidate.metric(entry.name, name)
             if cand is not None and not math.isnan(base.value) and not math.isnan(cand.value):  # NaN: nothing was scored
                 rows.append(compare_metric(entry.name, name, base, cand, confidence, min_effect))
-    return Regression(baseline=baseline.model, candidate=candidate.model, suite=baseline.suite, confidence=confidence, min_effect=min_effect, comparisons=rows)
+    return Regression(reference=reference.model, candidate=candidate.model, suite=reference.suite, confidence=confidence, min_effect=min_effect, comparisons=rows)
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-COLUMNS = ("entry", "metric", "baseline", "candidate", "delta ± se", "p", "verdict")
+COLUMNS = ("entry", "metric", "reference", "candidate", "delta ± se", "p", "verdict")
 
 
 def cells(c: Comparison) -> list[str]:
     se = f" ± {fmt(c.se)}" + (" (paired)" if c.paired else "") if c.se is not None else " (no se)"
-    return [c.entry, c.metric, fmt(c.baseline), fmt(c.candidate), f"{c.delta:+.3f}{se}", fmt(c.p), c.verdict]
+    return [c.entry, c.metric, fmt(c.reference), fmt(c.candidate), f"{c.delta:+.3f}{se}", fmt(c.p), c.verdict]
 
 
 def markdown(report: Regression, commands: Sequence[str] = ()) -> str:
-    lines = [f"# Regression check: {report.candidate} against {report.baseline}", "",
+    lines = [f"# Regression check: {report.candidate} against {report.reference}", "",
              (f"Suite `{report.suite}`; a metric regressed when it got worse by at least {report.min_effect:g} and the change is significant at "
               f"{report.confidence:.0%} confidence (two-sided; where both runs scored the same items, paired per item with Student t, "
               "else the normal approximation)."), ""]

@@ -181,7 +181,7 @@ def regress(
         raise UserInputError("the two results share no metric")
     table = Table(title=f"{cand.model} against {base.model} · suite {base.suite} · {confidence:.0%} confidence, min effect {min_effect:g}")
     for column in COLUMNS:
-        table.add_column(column, justify="right" if column in ("baseline", "reference", "candidate", "delta ± se", "p") else "left")
+        table.add_column(column, justify="right" if column in ("reference", "candidate", "delta ± se", "p") else "left")
     colour = {"regressed": "red", "improved": "green", "unchanged": "dim"}
     for c in result.comparisons:
         row = cells(c)
