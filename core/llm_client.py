@@ -8,6 +8,11 @@ Faults are handled here, not by litellm (its own retries are off): each attempt 
 timeouts, connection errors and unusable bodies (not JSON, no choices) are retried up to ``retries`` times after
 exponential backoff with full jitter (a 429's Retry-After is honoured, capped at ``max_backoff_s``); then
 ``ProviderError``. A 400/401/403/404/422 is a setting to fix, not a fault: a one-line UserInputError at once.
+
+``complete_many`` sends independent requests concurrently, at most ``concurrency`` at a time (a thread pool), and
+answers in input order with what the same ``complete`` calls made one after another would give: identical requests
+in one batch are sent once and the rest count as cache hits (with the cache off each is sent, as sequentially); the
+usage counters are guarded by a lock; the error raised is the first one in input order.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ALL_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +68,7 @@ class LLMSettings(BaseModel):
     backoff_s: float = Field(1.0, ge=0, description="first backoff; attempt k waits a uniform random time up to backoff_s·2^k")
     max_backoff_s: float = Field(30.0, ge=0, description="cap on one backoff, and on a 429's Retry-After")
     cache: bool = Field(True, description="reuse replies cached on disk for identical requests")
+    concurrency: int = Field(8, ge=1, description="requests of one batch in flight at once (complete_many); 1: one after another")
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,77 @@ class LLMClient:
                                  "max_tokens": s.max_tokens, "text": text, "prompt_tokens": prompt_tokens,
                                  "completion_tokens": completion_tokens, "cost_usd": cost})
         return text
+
+    def complete_many(self, batch: Sequence[list[Message]], *, return_exceptions: bool = False) -> list[Any]:
+        """``complete`` of each request, at most ``settings.concurrency`` in flight, results in input order.
+
+        Same texts, cache entries and usage counts as the calls made one after another: a request repeated in the
+        batch is sent once, its repeats counted as cache hits (each is sent when the cache is off). An error raises the
+        first failing request's exception (in input order), as the sequential loop would; requests after it that have
+        not started are not sent. ``return_exceptions``: every request is made and a failed one's exception stands in
+        its place (for callers that record failures per request, like the LLM simulator).
+        """
+        requests = [list(m) for m in batch]
+        if not requests:
+            return []
+        keys = [ResponseCache.key(self.settings, m) for m in requests]
+        results: list[Any] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        while pending:  # waves: the first request of each key, then repeats of keys whose first request failed
+            first: dict[str, int] = {}
+            if self.settings.cache:
+                for i in pending:
+                    first.setdefault(keys[i], i)
+                wave = sorted(first.values())
+            else:
+                wave = pending
+            outcomes = self._run(requests, wave, stop_early=not return_exceptions)
+            for i, outcome in outcomes.items():
+                results[i] = outcome
+            failed = [i for i in wave if isinstance(outcomes.get(i), BaseException)]
+            if failed and not return_exceptions:
+                raise outcomes[failed[0]]
+            rest = []
+            for i in pending:
+                if i in outcomes:
+                    continue
+                origin = first.get(keys[i])
+                if origin is not None and not isinstance(results[origin], BaseException):
+                    self._count(cache_hit=True)  # what complete() would have read from the cache the origin filled
+                    results[i] = results[origin]
+                else:
+                    rest.append(i)
+            pending = rest
+        return results
+
+    def _run(self, requests: list[list[Message]], indices: list[int], *, stop_early: bool) -> dict[int, Any]:
+        """``complete`` of ``requests[i]`` for each i in ``indices`` (distinct requests) on the pool: {i: text or exception}.
+        ``stop_early``: once a request fails, requests after it that have not started are cancelled (left out)."""
+        workers = min(self.settings.concurrency, len(indices))
+        if workers == 1:
+            out: dict[int, Any] = {}
+            for i in indices:
+                try:
+                    out[i] = self.complete(requests[i])
+                except Exception as exc:
+                    out[i] = exc
+                    if stop_early:
+                        break
+            return out
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm  # noqa: F401  (imported once here, not raced for by the workers)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm") as pool:
+            futures: dict[Future, int] = {pool.submit(self.complete, requests[i]): i for i in indices}
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_EXCEPTION if stop_early else ALL_COMPLETED)
+                failed = [futures[f] for f in done if not f.cancelled() and f.exception() is not None]
+                if stop_early and failed:
+                    for f in remaining:
+                        if futures[f] > min(failed):
+                            f.cancel()
+        return {i: (f.exception() if f.exception() is not None else f.result()) for f, i in futures.items() if not f.cancelled()}
 
     def _call(self, litellm, messages: list[Message]) -> tuple[Any, str]:
         """One completion with our retry policy: (response, text), a ProviderError after the last retry, or a UserInputError."""

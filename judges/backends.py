@@ -40,14 +40,17 @@ class JudgeBackend(Protocol):
 
 
 class LiteLLMBackend:
-    """Any provider or OpenAI-compatible server, one cached call per prompt; its text is parsed strictly by the judge."""
+    """Any provider or OpenAI-compatible server, one cached call per prompt (sent concurrently, up to the client's
+    ``concurrency``, answered in order); its text is parsed strictly by the judge."""
+
+    concurrent = True  # callers may hand it many prompts at once (UserEval batches its rows)
 
     def __init__(self, client: LLMClient):
         self.client = client
         self.name = f"litellm:{client.settings.model}"
 
     def answer(self, prompts: Sequence[list[Message]]) -> list[BackendReply]:
-        return [BackendReply(self.client.complete(list(p))) for p in prompts]
+        return [BackendReply(text) for text in self.client.complete_many([list(p) for p in prompts])]
 
 
 class LocalBackend:

@@ -98,7 +98,12 @@ class PairwiseJudge:
         self.name = f"{name}:{backend.name}"
 
     def compare(self, pairs: Sequence[Pair], persona: str | None = None) -> list[Verdict]:
-        prompts = [judge_messages(p.prompt, x, y, persona, self.system) for p in pairs for x, y in ((p.a, p.b), (p.b, p.a))]
+        return self.compare_each(pairs, [persona] * len(pairs))
+
+    def compare_each(self, pairs: Sequence[Pair], personas: Sequence[str | None]) -> list[Verdict]:
+        """``compare`` with each pair's own persona, all prompts in one backend call (an LLM backend sends them concurrently)."""
+        prompts = [judge_messages(p.prompt, x, y, persona, self.system) for p, persona in zip(pairs, personas, strict=True)
+                   for x, y in ((p.a, p.b), (p.b, p.a))]
         replies = self.backend.answer(prompts)
         out = []
         for first, second in zip(replies[0::2], replies[1::2]):

@@ -129,19 +129,17 @@ def parse_rating(text: str) -> int | None:
 
 
 class LLMReward:
-    """See the module docstring (``llm``)."""
+    """See the module docstring (``llm``). Its requests are sent concurrently (``concurrent``: RLHI hands it a whole batch)."""
+
+    concurrent = True
 
     def __init__(self, client: LLMClient):
         self.client = client
         self.name = f"llm:{client.settings.model}"
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], persona: str | None, profile: Profile | None) -> list[Reward]:
-        out = []
-        for prompt, response in zip(prompts, responses):
-            text = self.client.complete(rating_messages(prompt, response, persona))
-            rating = parse_rating(text)
-            out.append(Reward(None if rating is None else float(rating), {"raw": text[:200]}))
-        return out
+        texts = self.client.complete_many([rating_messages(p, r, persona) for p, r in zip(prompts, responses)])
+        return [Reward(None if (rating := parse_rating(text)) is None else float(rating), {"raw": text[:200]}) for text in texts]
 
 
 class ModelReward:

@@ -117,27 +117,40 @@ class UserEval:
     def __init__(self, backend: JudgeBackend, persona_client: LLMClient | None = None):
         self.judges = {axis: PairwiseJudge(backend, system=system, name=axis) for axis, system in AXES.items()}
         self.persona_client = persona_client
+        self.backend = backend
         self.name = f"usereval:{backend.name}"
         self._personas: dict[str, str] = {}
 
     def infer_persona(self, history: Sequence[str | Sequence[Message]]) -> str:
         if self.persona_client is None:
             raise UserInputError("rows with a history need an LLM to summarize it into a persona (--persona-model)")
-        key = json.dumps(history, sort_keys=True)
-        if key not in self._personas:
-            self._personas[key] = self.persona_client.complete(persona_messages(history)).strip()
-        return self._personas[key]
+        self.infer_personas([history])
+        return self._personas[json.dumps(history, sort_keys=True)]
+
+    def infer_personas(self, histories: Sequence[Sequence[str | Sequence[Message]]]) -> None:
+        """Infer the persona of each distinct history not yet known, the LLM calls sent concurrently."""
+        if self.persona_client is None:
+            raise UserInputError("rows with a history need an LLM to summarize it into a persona (--persona-model)")
+        todo = {key: history for history in histories if (key := json.dumps(history, sort_keys=True)) not in self._personas}
+        texts = self.persona_client.complete_many([persona_messages(h) for h in todo.values()])
+        self._personas.update((key, text.strip()) for key, text in zip(todo, texts))
 
     def evaluate(self, rows: Sequence[UserEvalRow], persona: str | None = None) -> UserEvalResult:
-        """Judge every row on every axis; ``persona`` stands in for rows without a history."""
+        """Judge every row on every axis; ``persona`` stands in for rows without a history. With an LLM backend all rows of
+        an axis go in one batch (sent concurrently); other backends get one row at a time, as before."""
+        histories = [r.history for r in rows if r.history]
+        if histories:
+            self.infer_personas(histories)
         personas = [self.infer_persona(r.history) if r.history else persona for r in rows]
         missing = [k for k, p in enumerate(personas, start=1) if not p]
         if missing:
             raise UserInputError(f"row {missing[0]} has no history and no persona was given (--persona or --profile)")
+        pairs = [Pair(r.prompt if isinstance(r.prompt, str) else tuple(r.prompt), r.response, r.reference) for r in rows]
+        step = len(rows) if getattr(self.backend, "concurrent", False) else 1
         verdicts: dict[str, list[Verdict]] = {}
         for axis, judge in self.judges.items():
-            verdicts[axis] = [judge.compare([Pair(r.prompt if isinstance(r.prompt, str) else tuple(r.prompt), r.response, r.reference)],
-                                            persona=p if NEEDS_PERSONA[axis] else None)[0] for r, p in zip(rows, personas)]
+            given = personas if NEEDS_PERSONA[axis] else [None] * len(rows)
+            verdicts[axis] = [v for k in range(0, len(rows), max(step, 1)) for v in judge.compare_each(pairs[k : k + step], given[k : k + step])]
         return UserEvalResult(
             judge=self.name,
             axes={axis: summarize(v) for axis, v in verdicts.items()},

@@ -13,20 +13,22 @@ from simulators.prompt import clean_reply, simulator_messages
 
 
 class LLMSimulator:
-    """One call per conversation; a call that still fails after the client's retries gives a failed Followup."""
+    """One call per conversation (sent concurrently, up to the client's ``concurrency``); a call that still fails after
+    the client's retries gives a failed Followup."""
 
     def __init__(self, client: LLMClient):
         self.client = client
 
     def respond(self, conversations: Sequence[Sequence[Message]], profile: Profile) -> list[Followup]:
+        replies = self.client.complete_many([simulator_messages(profile, *last_turns(c)) for c in conversations], return_exceptions=True)
         out = []
-        for conversation in conversations:
-            try:
-                raw = self.client.complete(simulator_messages(profile, *last_turns(conversation)))
-            except ProviderError as exc:
-                out.append(Followup(text="", raw="", failed=str(exc)))
-                continue
-            out.append(Followup(text=clean_reply(raw), raw=raw))
+        for raw in replies:
+            if isinstance(raw, ProviderError):
+                out.append(Followup(text="", raw="", failed=str(raw)))
+            elif isinstance(raw, BaseException):
+                raise raw  # not a provider fault (a setting to fix): as the sequential loop did
+            else:
+                out.append(Followup(text=clean_reply(raw), raw=raw))
         return out
 
 

@@ -4,12 +4,17 @@ It can also misbehave on purpose: ``faults`` is a queue of what to do with the n
 ``None`` (answer normally), an HTTP status (``500``, ``429``, ``401``, …), ``(429, seconds)`` (a 429 with
 ``Retry-After``), ``"hang"`` (send nothing until the stub closes), ``"garbage"`` (a 200 whose body is not JSON) or
 ``"empty"`` (a 200 with no choices). Each fault served is counted in ``injected``.
+
+``delay`` (seconds) is how long every request takes before its answer (as a slow provider would; requests are served
+concurrently, one thread each); ``peak`` records the most requests ever in flight at once. ``fault_for(body)`` picks a
+fault by the request's content once the queue is empty (the queue's order is arrival order, which concurrency shuffles).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,8 +27,12 @@ Fault = int | tuple[int, float] | str | None
 class StubProvider:
     """Serves ``POST .../chat/completions`` with ``reply(body)``; appends each request (path, auth header, body) to ``requests``."""
 
-    def __init__(self, reply: Reply, requests: list[dict] | None = None, faults: Iterable[Fault] = ()):
+    def __init__(self, reply: Reply, requests: list[dict] | None = None, faults: Iterable[Fault] = (), delay: float = 0.0,
+                 fault_for: Callable[[dict], Fault] | None = None):
         self.requests = requests if requests is not None else []
+        self.delay = delay
+        self.in_flight = 0
+        self.peak = 0
         self.faults: deque[Fault] = deque(faults)
         self.injected: Counter[str] = Counter()
         self.release = threading.Event()  # set on exit: lets hanging responses go
@@ -34,8 +43,20 @@ class StubProvider:
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
+                    stub.in_flight += 1
+                    stub.peak = max(stub.peak, stub.in_flight)
+                try:
+                    if stub.delay:
+                        time.sleep(stub.delay)
+                    self._answer(body)
+                finally:
+                    with lock:
+                        stub.in_flight -= 1
+
+            def _answer(self, body: dict) -> None:
+                with lock:
                     stub.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                    fault = stub.faults.popleft() if stub.faults else None
+                    fault = stub.faults.popleft() if stub.faults else (fault_for(body) if fault_for else None)
                     if fault is not None:
                         stub.injected[str(fault[0] if isinstance(fault, tuple) else fault)] += 1
                 if fault == "hang":
@@ -67,7 +88,10 @@ class StubProvider:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # many concurrent clients connect at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.base = f"http://127.0.0.1:{self.server.server_port}/v1"
 
     def __enter__(self) -> StubProvider:

@@ -220,6 +220,24 @@ class RLHITrainer:
         personal = self.recipe.personalized_reward
         return self.reward.score(prompts, texts, self.persona if personal else None, self.user_at(index) if personal else None)
 
+    def _rewards_each(self, requests: list[tuple[Interaction, list[str]]]) -> list[list[Reward]]:
+        """The rewards of each interaction's texts. A reward marked ``concurrent`` (the LLM's) scores the whole batch in
+        one call per user (its requests sent concurrently); others score one interaction at a time, as before."""
+        if not getattr(self.reward, "concurrent", False):
+            return [self._rewards([i.prompt] * len(texts), texts, i.index) for i, texts in requests]
+        personal = self.recipe.personalized_reward
+        users = [self.user_at(i.index) if personal else None for i, _ in requests]
+        groups: dict[int, list[int]] = {}
+        for n, user in enumerate(users):
+            groups.setdefault(id(user), []).append(n)
+        out: list[list[Reward]] = [[] for _ in requests]
+        for members in groups.values():
+            scored = iter(self.reward.score([requests[n][0].prompt for n in members for _ in requests[n][1]],
+                                            [t for n in members for t in requests[n][1]], self.persona if personal else None, users[members[0]]))
+            for n in members:
+                out[n] = [next(scored) for _ in requests[n][1]]
+        return out
+
     def _rewrite_pairs(self, batch: Sequence[Interaction], contexts: list[list[int]], labels, summaries: list[dict]) -> list[PreferencePair]:
         chosen_rows = [n for n, lab in enumerate(labels) if lab.label in self.config.rewrite_labels]
         for n, summary in enumerate(summaries):
@@ -229,11 +247,11 @@ class RLHITrainer:
             return []
         prompts = [self._rewrite_context(batch[n]) for n in chosen_rows]
         rewrites = self.engine.generate([self.policy.encode_chat(m) for m in prompts], self.sampling)
+        scores = self._rewards_each([(batch[n], [rewrite.text, batch[n].response.text]) for n, rewrite in zip(chosen_rows, rewrites)])
         pairs = []
-        for n, rewrite in zip(chosen_rows, rewrites):
+        for n, rewrite, rewards in zip(chosen_rows, rewrites, scores):
             interaction, summary = batch[n], summaries[n]
             original = interaction.response
-            rewards = self._rewards([interaction.prompt] * 2, [rewrite.text, original.text], interaction.index)
             summary.update(rewrite=rewrite.text, reward_chosen=rewards[0].value, reward_rejected=rewards[1].value,
                            reward_parts={"chosen": rewards[0].parts, "rejected": rewards[1].parts})
             why = self._rejects(rewrite, original, rewards[0].value, rewards[1].value, improve=True)
@@ -252,10 +270,10 @@ class RLHITrainer:
     def _candidate_pairs(self, batch: Sequence[Interaction], contexts: list[list[int]], summaries: list[dict]) -> list[PreferencePair]:
         k = self.config.candidates
         samples = self.engine.generate([c for c in contexts for _ in range(k)], self.sampling)
+        groups = [samples[n * k : (n + 1) * k] for n in range(len(batch))]
+        scores = self._rewards_each([(interaction, [g.text for g in group]) for interaction, group in zip(batch, groups)])
         pairs = []
-        for n, (interaction, summary) in enumerate(zip(batch, summaries)):
-            group = samples[n * k : (n + 1) * k]
-            rewards = self._rewards([interaction.prompt] * k, [g.text for g in group], interaction.index)
+        for n, (interaction, summary, group, rewards) in enumerate(zip(batch, summaries, groups, scores)):
             summary["candidates"] = [{"text": g.text, "reward": r.value, "parts": r.parts} for g, r in zip(group, rewards)]
             scored = [(r.value, m) for m, r in enumerate(rewards) if r.value is not None]
             if len(scored) < 2:

@@ -241,7 +241,8 @@ def redteam(
         settings = c.trainer.guard.model_dump(mode="json")
         kind = plain(flagger) or ("llm" if flagger_model or flagger_api_base or flagger_api_key_env else None)
         if kind is not None:
-            llm = {"model": flagger_model or "openai/local", "api_base": flagger_api_base, "api_key_env": flagger_api_key_env}
+            llm = {"model": flagger_model or "openai/local", "api_base": flagger_api_base, "api_key_env": flagger_api_key_env,
+                   "concurrency": options.llm_concurrency}
             settings.update(flagger=kind, llm={k: v for k, v in llm.items() if v is not None} if kind == "llm" else None,
                             model=(flagger_model or "smollm2-135m") if kind == "local" else None)
         trainer = {**c.trainer.model_dump(mode="json"), "guard": settings}

@@ -241,6 +241,9 @@ class RunOptions:
     jobs: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Machine", help=(
         "Arms (treated/control × seeds) trained in parallel processes; each holds ~5 GB of memory on CPU "
         "(fp32 weights, the initial copy, AdamW state). (default: 2)"))] = config_field("jobs")
+    llm_concurrency: Annotated[Optional[int], typer.Option(min=1, rich_help_panel="Machine", help=(
+        "LLM requests in flight at once per batch (simulator, judge, RLHI classifier/persona/reward, flagger): sets concurrency "
+        "in every llm section of the config; 1: one after another. Replies, records and costs do not depend on it. (default: 8)"))] = config_field()
     max_kl: Annotated[Optional[float], typer.Option(min=0, rich_help_panel="Reliability", help=(
         "Stop an arm when an evaluation measures its KL to the initial policy above X (a collapsing run); the treated arm keeps the "
         "checkpoint of its last evaluation within the limit, the other arms and the report finish. (default: no limit)"))] = config_field("max_kl")

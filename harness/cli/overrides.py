@@ -47,7 +47,19 @@ def run_overrides(o: RunOptions) -> Overrides:
         llm = {"model": o.rlhi_model or "openai/local", "api_base": o.rlhi_api_base, "api_key_env": o.rlhi_api_key_env}
         out.set("rlhi.llm", {k: v for k, v in llm.items() if v is not None}, "--rlhi-model")
     out.apply_sets(o.set_)
+    if o.llm_concurrency is not None:
+        set_concurrency(out, o.llm_concurrency)
     return out
+
+
+LLM_SECTIONS = ("simulator.llm", "judge.llm", "rlhi.llm", "trainer.guard.llm")
+
+
+def set_concurrency(out: Overrides, n: int) -> None:
+    """--llm-concurrency: ``concurrency`` in every LLM section the config holds (after --set, which wins for its own key)."""
+    for section in LLM_SECTIONS:
+        if isinstance(out.get(section), dict) and f"{section}.concurrency" not in out.origin:
+            out.set(f"{section}.concurrency", n, "--llm-concurrency")
 
 
 def set_llm(out: Overrides, section: str, kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None,
