@@ -32,7 +32,7 @@ def _verdict(body: dict) -> tuple[str, int, int]:
 
 
 def _client(base: str, tmp_path, concurrency: int, **kw) -> LLMClient:
-    settings = LLMSettings(model="openai/stub", api_base=base, retries=kw.pop("retries", 0), concurrency=concurrency, max_tokens=4, **kw)
+    settings = LLMSettings(model="openai/stub", api_base=base, concurrency=concurrency, **{"retries": 0, "max_tokens": 4, **kw})
     return LLMClient(settings, ResponseCache(tmp_path), sleep=lambda s: None)
 
 
@@ -142,3 +142,52 @@ def test_llm_concurrency_option_sets_every_llm_section():
     assert out.get("trainer") is None  # no section is created
     assert run_overrides(RunOptions(judge_model="openai/j")).get("judge.llm.concurrency") is None  # default: LLMSettings' 8
     assert LLMSettings(model="openai/x").concurrency == 8
+
+
+def _usereval_reply(body: dict) -> tuple[str, int, int]:
+    user = body["messages"][-1]["content"]
+    if "Conversation 1:" in user:
+        return f"- wants {len(user) % 7} sentences", 9, 4
+    return ("A" if user.index("short") < user.index("long") else "B"), 9, 1
+
+
+def test_usereval_rows_are_judged_concurrently_with_the_same_result(tmp_path):
+    from judges.usereval import UserEval, UserEvalRow
+
+    rows = [UserEvalRow(id=k, prompt=f"Request {k}", response="short" if k % 2 else "long", reference="long" if k % 2 else "short",
+                        history=[f"message {k % 3}", "Shorter please."] if k % 4 else None) for k in range(8)]
+    results = {}
+    with StubProvider(_usereval_reply, delay=0.05) as stub:
+        for concurrency in (1, 8):
+            stub.peak = 0
+            judge, persona = (_client(stub.base, tmp_path / f"{concurrency}", concurrency, max_tokens=m) for m in (4, 200))
+            result = UserEval(LiteLLMBackend(judge), persona).evaluate(rows, persona="Likes it brief.")
+            results[concurrency] = (result.model_dump(), judge.usage(), persona.usage(), stub.peak > 1)
+    assert results[8][:3] == results[1][:3] and results[8][3] and not results[1][3]
+    result, judge_usage, persona_usage, _ = results[8]
+    assert persona_usage.calls == 3 and judge_usage.calls == 8 * 3 * 2  # three distinct histories; three axes, both orders
+    assert [r["verdicts"]["personalization"] for r in result["rows"]] == ["B", "A"] * 4
+
+
+def test_rlhi_rewards_of_a_batch_go_out_together_with_the_per_interaction_rewards(tmp_path):
+    from types import SimpleNamespace
+
+    from judges.reward import LLMReward
+    from trainers.rlhi import RLHITrainer
+
+    def rate(body: dict) -> tuple[str, int, int]:
+        return str(1 + len(body["messages"][-1]["content"]) % 10), 9, 1
+
+    batch = [SimpleNamespace(prompt=f"Request {k}", index=k) for k in range(4)]
+    requests = [(i, [f"answer {i.index}.{m}" * (m + 1) for m in range(4)]) for i in batch]
+    with StubProvider(rate, delay=0.05) as stub:
+        out = {}
+        for concurrency in (1, 8):
+            stub.peak = 0
+            client = _client(stub.base, tmp_path / f"{concurrency}", concurrency)
+            trainer = SimpleNamespace(reward=LLMReward(client), recipe=SimpleNamespace(personalized_reward=True), persona="Brief.",
+                                      user_at=lambda index: None)
+            trainer._rewards = lambda prompts, texts, index, t=trainer: RLHITrainer._rewards(t, prompts, texts, index)
+            out[concurrency] = (RLHITrainer._rewards_each(trainer, requests), client.usage(), stub.peak)
+    assert out[8][:2] == out[1][:2] and out[1][2] == 1 and out[8][2] == 8  # 16 ratings in one batch, 8 at a time
+    assert [len(r) for r in out[8][0]] == [4] * 4 and all(r.value is not None for rs in out[8][0] for r in rs)
