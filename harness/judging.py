@@ -26,9 +26,11 @@ class UserEvalRun:
 
 
 def usereval_files(rows_path: Path, settings: JudgeSettings, folder: Path, *, persona_model: str | None = None, persona_api_base: str | None = None,
-                   persona_api_key_env: str | None = None, persona: str | None = None, profile: str | None = None) -> UserEvalRun:
+                   persona_api_key_env: str | None = None, persona: str | None = None, profile: str | None = None,
+                   concurrency: int = 8) -> UserEvalRun:
     """Judge a UserEval rows file on its three axes; writes usereval.json and summary.md into ``folder``. The persona model
-    (default: an llm judge's model) summarizes each row's history; its base URL and key default to the judge's."""
+    (default: an llm judge's model) summarizes each row's history; its base URL and key default to the judge's.
+    ``concurrency``: the persona LLM's requests in flight at once (the judge's is in ``settings.llm``)."""
     if persona and profile:
         raise UserInputError("give --persona or --profile, not both")
     data = load_rows(rows_path)
@@ -39,7 +41,8 @@ def usereval_files(rows_path: Path, settings: JudgeSettings, folder: Path, *, pe
     if persona_spec:
         api_base = persona_api_base or (settings.llm.api_base if settings.llm else None)
         api_key_env = persona_api_key_env or (settings.llm.api_key_env if settings.llm else None)
-        persona_client = LLMClient(LLMSettings(model=persona_spec, api_base=api_base, api_key_env=api_key_env, max_tokens=200))
+        persona_client = LLMClient(LLMSettings(model=persona_spec, api_base=api_base, api_key_env=api_key_env, max_tokens=200,
+                                                    concurrency=concurrency))
     result = UserEval(backend, persona_client).evaluate(data, persona=fallback)
     result.llm_usage = usage_records({"judge": llm_usage(backend), "persona": persona_client.usage() if persona_client else None})
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,16 +18,17 @@ if TYPE_CHECKING:
     from judges import JudgeSettings
 
 
-def judge_settings(kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None, kinds: tuple[str, ...]) -> JudgeSettings:
+def judge_settings(kind: str | None, model: str | None, api_base: str | None, api_key_env: str | None, kinds: tuple[str, ...],
+                   concurrency: int = 8) -> JudgeSettings:
     """--judge and its --judge-model/--judge-api-base/--judge-api-key-env; no --judge means llm when a model or base URL is
-    given, else the first of ``kinds``."""
+    given, else the first of ``kinds``. ``concurrency``: the llm judge's requests in flight at once."""
     from core.llm_client import LLMSettings
     from judges import JudgeSettings
 
     kind = plain(kind) or ("llm" if model or api_base else kinds[0])
     if kind not in kinds:
         raise UserInputError(f"--judge {kind}: use " + ", ".join(kinds[:-1]) + f" or {kinds[-1]}")
-    llm = LLMSettings(model=model or "openai/local", api_base=api_base, api_key_env=api_key_env) if kind == "llm" else None
+    llm = LLMSettings(model=model or "openai/local", api_base=api_base, api_key_env=api_key_env, concurrency=concurrency) if kind == "llm" else None
     return JudgeSettings(kind=kind, llm=llm, model=(model or "smollm2-135m") if kind == "local" else None)  # type: ignore[arg-type]
 
 
@@ -62,6 +63,8 @@ def usereval(
     persona: Annotated[Optional[str], typer.Option(help="Persona text for rows without a history.")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Use this profile's description as the persona of rows without a history.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder for usereval.json and summary.md. (default: results/usereval-STEM)")] = None,
+    llm_concurrency: Annotated[int, typer.Option(min=1, help=(
+        "LLM requests (judge and persona) in flight at once; the result does not depend on it."))] = 8,
 ) -> None:
     """UserEval: judge responses against reference responses on personalization, instruction-following and overall.
 
@@ -76,9 +79,10 @@ def usereval(
     """
     from harness.judging import usereval_files
 
-    settings = judge_settings(judge, judge_model, judge_api_base, judge_api_key_env, kinds=("llm", "local"))
+    settings = judge_settings(judge, judge_model, judge_api_base, judge_api_key_env, kinds=("llm", "local"), concurrency=llm_concurrency)
     done = usereval_files(rows, settings, out or RESULTS / f"usereval-{slug(rows.stem)}", persona_model=persona_model,
-                          persona_api_base=persona_api_base or judge_api_base, persona_api_key_env=judge_api_key_env, persona=persona, profile=profile)
+                          persona_api_base=persona_api_base or judge_api_base, persona_api_key_env=judge_api_key_env, persona=persona, profile=profile,
+                          concurrency=llm_concurrency)
     result, folder = done.result, done.folder
     console.print(win_rate_table(f"UserEval of {rows} ({done.rows} rows, judge {result.judge})", "axis", result.axes))
     console.print(f"wrote {folder / 'usereval.json'} and {folder / 'summary.md'}", highlight=False, soft_wrap=True)
