@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from core.engine import HFEngine, SamplingParams, _length_groups, warp
+from core.engine import HFEngine, SamplingParams, _keep, _length_groups, warp
 from core.prompts import PromptSettings, load_prompts
 from core.runtime import seed_everything
 
@@ -94,3 +94,12 @@ def test_sampling_distribution_is_the_policys(policy, contexts, monkeypatch):
 def test_length_groups():
     assert _length_groups([40, 112, 35, 42, 105, 50]) == [[2, 0, 3], [5], [4, 1]]
     assert _length_groups([7]) == [[0]]
+
+
+def test_finished_rows_leave_unless_a_smaller_batch_is_slower():
+    assert _keep([0, 1, None, 3], 3) is None  # 3 rows cost more than 4: keep the finished one
+    assert _keep([0, None, None, 3], 2) is None
+    assert _keep([None, None, None, 3], 1) == [3]
+    assert _keep([0, 1, None, 3, 4, None, 6, 7], 6) == [0, 1, 3, 4, 6, 7]
+    assert _keep([0, None, None, 3, 4, None, 6, None], 4) == [0, 3, 4, 6]
+    assert _keep([0, None, None, None, 4, None, None, None], 2) == [0, 1, 2, 4]
