@@ -111,16 +111,16 @@ class Floor:
 
 def decode_steps(policy: Policy, contexts: list[list[int]], batch: int, tokens: int, repeats: int) -> tuple[dict[str, float], bool]:
     """Median decode-step seconds per impl (best of ``repeats``, impls interleaved) and whether their greedy tokens agree."""
-    times: dict[str, float] = {"hf": float("inf"), "fast": float("inf")}
+    times: dict[str, float] = {"hf": float("inf"), "fast": float("inf"), "fast+onednn": float("inf")}
     answers: dict[str, list] = {}
     for _ in range(repeats):
         for impl in times:
-            engine = HFEngine(policy, batch_size=batch, impl=impl)
+            engine = HFEngine(policy, batch_size=batch, impl=impl.split("+")[0], linear="onednn" if impl.endswith("onednn") else "aten")
             engine.step_times = []
             answers[impl] = [g.token_ids for g in engine.generate(contexts[:batch], SamplingParams(max_new_tokens=tokens, temperature=0.0))]
             ticks = engine.step_times
             times[impl] = min(times[impl], statistics.median(b - a for a, b in zip(ticks, ticks[1:])))
-    return times, answers["hf"] == answers["fast"]
+    return times, {impl: answers[impl] == answers["hf"] for impl in times}
 
 
 def main() -> None:
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="best of this many (default 2, --quick 1)")
     parser.add_argument("--decode-tokens", type=int, default=None, help="new tokens per decode-step measurement (default 24, --quick 8)")
     parser.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts in the evaluation (default 32, --quick 8)")
-    parser.add_argument("--compare", action="store_true", help="also time the interaction's and the evaluation's generation with impl='hf'")
+    parser.add_argument("--compare", action="store_true", help="also time the interaction's and the evaluation's generation with impl='hf' (and the evaluation's with linear='onednn')")
     parser.add_argument("--batches", default="1,4,32", help="decode-step batch sizes")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 2)
@@ -161,7 +161,7 @@ def main() -> None:
         context = statistics.mean(len(c) for c in ctx) + decode_tokens / 2
         step_floor = floor.decode_step(batch, context)
         for impl, seconds in times.items():
-            record(f"decode step, batch {batch} ({impl})", seconds, step_floor, "greedy tokens equal" if same else "greedy tokens DIFFER")
+            record(f"decode step, batch {batch} ({impl})", seconds, step_floor, "greedy tokens equal hf's" if same[impl] else "greedy tokens DIFFER from hf's")
 
     # one interaction: sampled answers to a training batch, the scripted user, the trainer's passes
     engine = HFEngine(policy)
@@ -224,6 +224,12 @@ def main() -> None:
         old_answers = old_eval.generate(eval_ctx, eval_params)
         record(f"evaluation generate ({len(eval_ctx)} prompts, greedy) (hf)", time.perf_counter() - start,
                floor.generation(eval_ctx, old_answers, old_eval.batch_size), "answers equal" if old_answers == eval_answers else "answers DIFFER")
+        onednn = HFEngine(policy, batch_size=config.eval.batch_size, linear="onednn")
+        start = time.perf_counter()
+        new_answers = onednn.generate(eval_ctx, eval_params)
+        record(f"evaluation generate ({len(eval_ctx)} prompts, greedy) (fast+onednn)", time.perf_counter() - start,
+               floor.generation(eval_ctx, new_answers, onednn.batch_size),
+               f"{sum(a == b for a, b in zip(new_answers, old_answers))}/{len(old_answers)} answers equal hf's")
     judge = RuleJudge(profile)
     pairs = [Pair(p, a.text, b.text) for p, a, b in zip(prompts.heldout, eval_answers, eval_answers[1:] + eval_answers[:1])]
     record(f"rules judge ({len(pairs)} pairs)", best(lambda: judge.compare(pairs), repeats), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -52,12 +53,17 @@ class HFEngine:
     machinery, keeps only the last position's logits and drops finished rows from the batch and its KV cache.
     """
 
-    def __init__(self, policy: Policy, batch_size: int = 16, impl: Literal["fast", "hf"] = "fast"):
+    def __init__(self, policy: Policy, batch_size: int = 16, impl: Literal["fast", "hf"] = "fast", linear: Literal["aten", "onednn"] = "aten"):
         if impl not in ("fast", "hf"):
             raise ValueError(f"unknown engine impl {impl!r}: 'fast' or 'hf'")
+        if linear not in ("aten", "onednn") or (linear == "onednn" and (impl != "fast" or policy.device.type != "cpu")):
+            raise ValueError(f"linear={linear!r}: 'aten', or 'onednn' with impl='fast' on the CPU")
         self.policy = policy
         self.batch_size = batch_size
         self.impl = impl
+        # "onednn" (opt-in, not bit-exact): the model's linear layers run oneDNN's prepacked fp32 GEMM during generation,
+        # faster than MKL's at a few rows; its sums round differently, so greedy answers may differ from "aten"'s
+        self.linear = linear
         self.step_times: list[float] | None = None  # when a list, each prefill and decode step appends its end time
 
     @torch.inference_mode()
@@ -84,6 +90,9 @@ class HFEngine:
         rows: list[int | None] = list(range(len(contexts)))  # row of the running batch -> its context, None once finished
         was_training = model.training
         model.eval()
+        kernels = contextlib.ExitStack()
+        if self.linear == "onednn":
+            kernels.enter_context(_onednn_linears(model, len(contexts)))
         try:
             cache, logits = self._prefill(ids, mask, positions, [len(c) for c in contexts], params.max_new_tokens)
             self._tick()
@@ -110,6 +119,7 @@ class HFEngine:
                 logits = out.logits[:, -1].float()
                 self._tick()
         finally:
+            kernels.close()
             model.train(was_training)
         return [Generation(text=policy.decode(t), token_ids=tuple(t), finished=bool(t) and t[-1] == eos) for t in tokens]
 
@@ -195,6 +205,29 @@ def _keep(rows: Sequence[int | None], running: int) -> list[int] | None:
     live = [r for r, c in enumerate(rows) if c is not None]
     spare = [r for r, c in enumerate(rows) if c is None][: size - running]
     return sorted(live + spare)
+
+
+@contextlib.contextmanager
+def _onednn_linears(model: torch.nn.Module, rows: int):
+    """Every nn.Linear of ``model`` (LoRA's base layers and the tied LM head included) computes with its weight
+    prepacked for oneDNN, for the duration; packing happens here, so the weights as they are now are the ones used."""
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    op = torch.ops.mkldnn
+
+    def packed_forward(module: torch.nn.Linear, weight: torch.Tensor):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1, x.shape[-1])
+            out = op._linear_pointwise(flat, weight, module.bias, "none", [], "")
+            return out.reshape(*x.shape[:-1], out.shape[-1])
+        return forward
+
+    try:
+        for m in linears:
+            m.forward = packed_forward(m, op._reorder_linear_weight(m.weight.detach(), rows))
+        yield
+    finally:
+        for m in linears:
+            m.__dict__.pop("forward", None)
 
 
 def _length_groups(lengths: Sequence[int], slack: float = 1.25) -> list[list[int]]:
