@@ -103,3 +103,18 @@ def test_finished_rows_leave_unless_a_smaller_batch_is_slower():
     assert _keep([0, 1, None, 3, 4, None, 6, 7], 6) == [0, 1, 3, 4, 6, 7]
     assert _keep([0, None, None, 3, 4, None, 6, None], 4) == [0, 3, 4, 6]
     assert _keep([0, None, None, None, 4, None, None, None], 2) == [0, 1, 2, 4]
+
+
+def test_onednn_linears_are_greedy_up_to_rounding_and_unpatched_after(policy, contexts):
+    """Opt-in oneDNN kernels round differently from MKL's, so each greedy token only has to be the model's argmax up to
+    rounding (log-prob within 1e-3 of the best); afterwards the model computes with its own linears again."""
+    params = SamplingParams(max_new_tokens=24, temperature=0.0)
+    picked = contexts[:4]
+    answers = HFEngine(policy, batch_size=4, linear="onednn").generate(picked, params)
+    assert not any("forward" in m.__dict__ for m in policy.model.modules())
+    with torch.no_grad():
+        scored = policy.score(picked, [list(a.token_ids) for a in answers], full_logits=True)
+    best = torch.log_softmax(scored.logits, dim=-1).max(-1).values
+    assert ((best - scored.logprobs).masked_fill(~scored.mask, 0) < 1e-3).all()
+    with pytest.raises(ValueError):
+        HFEngine(policy, impl="hf", linear="onednn")
