@@ -164,7 +164,7 @@ def main() -> None:
             record(f"decode step, batch {batch} ({impl})", seconds, step_floor, "greedy tokens equal hf's" if same[impl] else "greedy tokens DIFFER from hf's")
 
     # one interaction: sampled answers to a training batch, the scripted user, the trainer's passes
-    engine = HFEngine(policy)
+    engine = HFEngine(policy, impl="fast")  # the sampled interaction with the fast loop (the default samples with generate: --compare)
     texts = [prompts.draw(i, 0) for i in range(config.batch_size)]
     messages = [policy.messages(p) for p in texts]
     contexts = [policy.encode_chat(m) for m in messages]
@@ -185,7 +185,7 @@ def main() -> None:
                floor.generation(contexts, old_answers, old.batch_size))
     record("prefill (interaction batch)", best(lambda: engine.generate(contexts, SamplingParams(max_new_tokens=1)), repeats),
            floor.prefill([len(c) for c in contexts]))
-    record(f"generate (batch {len(contexts)}, sampled, {max(len(a.token_ids) for a in answers)} tokens max)", seconds,
+    record(f"generate (batch {len(contexts)}, sampled, {max(len(a.token_ids) for a in answers)} tokens max) (fast)", seconds,
            floor.generation(contexts, answers, engine.batch_size))
     simulator = ScriptedSimulator()
     conversations = [[*m, {"role": "assistant", "content": a.text}] for m, a in zip(messages, answers)]

@@ -47,16 +47,18 @@ class Engine(Protocol):
 class HFEngine:
     """Batched generation with the policy's own transformers model (left padding, KV cache).
 
-    ``impl="fast"`` (the default) runs its own decode loop over the model's forward; ``impl="hf"`` calls
-    transformers' ``generate``. Both decode the same way (greedy: the same token ids; sampling: temperature then
+    ``impl="fast"`` runs its own decode loop over the model's forward; ``impl="hf"`` calls transformers' ``generate``;
+    ``impl="auto"`` (the default) decodes greedily with the fast loop (the same token ids, ~20% less time on the
+    held-out evaluation) and samples with ``generate``, whose random stream the recorded runs were made with (the fast
+    loop draws from the same distribution, but once a row finishes its draws no longer line up with generate's). Both decode the same way (greedy: the same token ids; sampling: temperature then
     top-p exactly as transformers applies them, then one multinomial draw); the fast loop skips generate's per-step
     machinery, keeps only the last position's logits and drops finished rows from the batch and its KV cache.
     """
 
-    def __init__(self, policy: Policy, batch_size: int = 16, impl: Literal["fast", "hf"] = "fast", linear: Literal["aten", "onednn"] = "aten"):
-        if impl not in ("fast", "hf"):
-            raise ValueError(f"unknown engine impl {impl!r}: 'fast' or 'hf'")
-        if linear not in ("aten", "onednn") or (linear == "onednn" and (impl != "fast" or policy.device.type != "cpu")):
+    def __init__(self, policy: Policy, batch_size: int = 16, impl: Literal["auto", "fast", "hf"] = "auto", linear: Literal["aten", "onednn"] = "aten"):
+        if impl not in ("auto", "fast", "hf"):
+            raise ValueError(f"unknown engine impl {impl!r}: 'auto', 'fast' or 'hf'")
+        if linear not in ("aten", "onednn") or (linear == "onednn" and (impl == "hf" or policy.device.type != "cpu")):
             raise ValueError(f"linear={linear!r}: 'aten', or 'onednn' with impl='fast' on the CPU")
         self.policy = policy
         self.batch_size = batch_size
@@ -74,7 +76,7 @@ class HFEngine:
         return out
 
     def _generate_batch(self, contexts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
-        if self.impl == "fast":
+        if self.impl == "fast" or (self.impl == "auto" and (params.temperature <= 0 or self.linear == "onednn")):
             return self._fast_batch(contexts, params)
         return self._hf_batch(contexts, params)
 

@@ -56,7 +56,7 @@ def test_sampling_same_draws_as_generate_at_batch_one(policy, contexts, temperat
     params = SamplingParams(max_new_tokens=24, temperature=temperature, top_p=top_p)
     picked = contexts[1:3]
     seed_everything(3)
-    fast = HFEngine(policy, batch_size=1).generate(picked, params)
+    fast = HFEngine(policy, batch_size=1, impl="fast").generate(picked, params)
     seed_everything(3)
     assert fast == HFEngine(policy, batch_size=1, impl="hf").generate(picked, params)
 
@@ -74,7 +74,7 @@ def test_sampling_distribution_is_the_policys(policy, contexts, monkeypatch):
 
     monkeypatch.setattr(torch, "multinomial", spy)
     seed_everything(0)
-    answers = HFEngine(policy, batch_size=8).generate(contexts, params)
+    answers = HFEngine(policy, batch_size=8, impl="fast").generate(contexts, params)
     monkeypatch.undo()
     assert any(a.finished for a in answers)
     with torch.no_grad():
@@ -118,3 +118,14 @@ def test_onednn_linears_are_greedy_up_to_rounding_and_unpatched_after(policy, co
     assert ((best - scored.logprobs).masked_fill(~scored.mask, 0) < 1e-3).all()
     with pytest.raises(ValueError):
         HFEngine(policy, impl="hf", linear="onednn")
+
+
+def test_auto_decodes_greedily_with_the_fast_loop_and_samples_with_generate(policy, contexts, monkeypatch):
+    """The default keeps every recorded run's samples (generate's random stream) and speeds up greedy evaluation."""
+    used: list[str] = []
+    monkeypatch.setattr(HFEngine, "_fast_batch", lambda self, c, p: used.append("fast") or [])
+    monkeypatch.setattr(HFEngine, "_hf_batch", lambda self, c, p: used.append("hf") or [])
+    engine = HFEngine(policy, batch_size=4)
+    engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=0.0))
+    engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=1.0))
+    assert used == ["fast", "hf"]
