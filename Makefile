@@ -27,5 +27,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# the machine's floor and each part of an interaction and an evaluation beside it (a few minutes; QUICK=1 for a faster pass),
+# then the loop's overhead over its parts
 bench: setup
+	$(BIN)/python bench/floor.py $(if $(QUICK),--quick)
 	$(BIN)/python bench/loop_parts.py

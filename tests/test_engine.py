@@ -1,0 +1,131 @@
+"""The fast decode loop against transformers' generate, on the real model: greedy gives the same token ids, sampling
+draws from exactly the same distribution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+from core.engine import HFEngine, SamplingParams, _keep, _length_groups, warp
+from core.prompts import PromptSettings, load_prompts
+from core.runtime import seed_everything
+
+# two that end early (so finished rows leave the batch mid-generation), and built-in prompts of uneven length
+SHORT = ["Answer with one word only: what is the capital of France?", "Reply with just 'yes' or 'no': is water wet?"]
+
+
+@pytest.fixture(scope="module")
+def contexts(policy):
+    heldout = load_prompts(PromptSettings()).heldout
+    prompts = [SHORT[0], heldout[10], heldout[0], SHORT[1], heldout[1], heldout[22], heldout[2], heldout[3]]
+    return [policy.encode_chat(policy.messages(p)) for p in prompts]
+
+
+def test_greedy_same_tokens_as_generate(policy, contexts):
+    params = SamplingParams(max_new_tokens=64, temperature=0.0)
+    reference = HFEngine(policy, batch_size=4, impl="hf").generate(contexts, params)
+    assert len({len(c) for c in contexts}) > 3 and any(g.finished for g in reference) and not all(g.finished for g in reference)
+    for batch_size in (4, 1):
+        fast = HFEngine(policy, batch_size=batch_size).generate(contexts, params)
+        assert [g.token_ids for g in fast] == [g.token_ids for g in reference], batch_size
+        assert fast == reference
+
+
+def test_greedy_batch_one_against_generate_batch_one(policy, contexts):
+    params = SamplingParams(max_new_tokens=24, temperature=0.0)
+    picked = contexts[:3]
+    assert HFEngine(policy, batch_size=1).generate(picked, params) == HFEngine(policy, batch_size=1, impl="hf").generate(picked, params)
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (1.3, 0.5)])
+def test_warp_is_transformers_bit_for_bit(temperature, top_p):
+    logits = torch.randn(6, 49152, generator=torch.Generator().manual_seed(0)) * 4
+    expected = logits
+    if temperature != 1.0:
+        expected = TemperatureLogitsWarper(temperature)(None, expected)
+    if top_p < 1.0:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    assert torch.equal(warp(logits, SamplingParams(temperature=temperature, top_p=top_p)), expected)
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
+def test_sampling_same_draws_as_generate_at_batch_one(policy, contexts, temperature, top_p):
+    """One row: both consume the generator identically (one multinomial over the vocabulary per step), so the same
+    seed gives the same tokens."""
+    params = SamplingParams(max_new_tokens=24, temperature=temperature, top_p=top_p)
+    picked = contexts[1:3]
+    seed_everything(3)
+    fast = HFEngine(policy, batch_size=1, impl="fast").generate(picked, params)
+    seed_everything(3)
+    assert fast == HFEngine(policy, batch_size=1, impl="hf").generate(picked, params)
+
+
+def test_sampling_distribution_is_the_policys(policy, contexts, monkeypatch):
+    """Batched, rows dropping out: at every step, the probabilities the sampler draws from equal the tempered, top-p
+    softmax of the model's own logits for that row's context and answer so far (re-scored in one full forward)."""
+    params = SamplingParams(max_new_tokens=40, temperature=0.8, top_p=0.9)
+    seen: list[torch.Tensor] = []
+    draw = torch.multinomial
+
+    def spy(probs, num_samples, **kwargs):
+        seen.append(probs.clone())
+        return draw(probs, num_samples, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    seed_everything(0)
+    answers = HFEngine(policy, batch_size=8, impl="fast").generate(contexts, params)
+    monkeypatch.undo()
+    assert any(a.finished for a in answers)
+    with torch.no_grad():
+        scored = policy.score(contexts, [list(a.token_ids) for a in answers], full_logits=True)
+    alive = list(range(len(contexts)))
+    for step, probs in enumerate(seen):
+        assert probs.shape[0] == len(alive)
+        for row, n in enumerate(alive):
+            expected = torch.softmax(warp(scored.logits[n, step : step + 1].float(), params), dim=-1)[0]
+            token = answers[n].token_ids[step]
+            assert probs[row, token] > 0
+            # the same probabilities (nucleus included), up to incremental-vs-full forward rounding
+            assert (probs[row] - expected).abs().max() < 1e-4
+        alive = [n for n in alive if len(answers[n].token_ids) > step + 1]
+
+
+def test_length_groups():
+    assert _length_groups([40, 112, 35, 42, 105, 50]) == [[2, 0, 3], [5], [4, 1]]
+    assert _length_groups([7]) == [[0]]
+
+
+def test_finished_rows_leave_unless_a_smaller_batch_is_slower():
+    assert _keep([0, 1, None, 3], 3) is None  # 3 rows cost more than 4: keep the finished one
+    assert _keep([0, None, None, 3], 2) is None
+    assert _keep([None, None, None, 3], 1) == [3]
+    assert _keep([0, 1, None, 3, 4, None, 6, 7], 6) == [0, 1, 3, 4, 6, 7]
+    assert _keep([0, None, None, 3, 4, None, 6, None], 4) == [0, 3, 4, 6]
+    assert _keep([0, None, None, None, 4, None, None, None], 2) == [0, 1, 2, 4]
+
+
+def test_onednn_linears_are_greedy_up_to_rounding_and_unpatched_after(policy, contexts):
+    """Opt-in oneDNN kernels round differently from MKL's, so each greedy token only has to be the model's argmax up to
+    rounding (log-prob within 1e-3 of the best); afterwards the model computes with its own linears again."""
+    params = SamplingParams(max_new_tokens=24, temperature=0.0)
+    picked = contexts[:4]
+    answers = HFEngine(policy, batch_size=4, linear="onednn").generate(picked, params)
+    assert not any("forward" in m.__dict__ for m in policy.model.modules())
+    with torch.no_grad():
+        scored = policy.score(picked, [list(a.token_ids) for a in answers], full_logits=True)
+    best = torch.log_softmax(scored.logits, dim=-1).max(-1).values
+    assert ((best - scored.logprobs).masked_fill(~scored.mask, 0) < 1e-3).all()
+    with pytest.raises(ValueError):
+        HFEngine(policy, impl="hf", linear="onednn")
+
+
+def test_auto_decodes_greedily_with_the_fast_loop_and_samples_with_generate(policy, contexts, monkeypatch):
+    """The default keeps every recorded run's samples (generate's random stream) and speeds up greedy evaluation."""
+    used: list[str] = []
+    monkeypatch.setattr(HFEngine, "_fast_batch", lambda self, c, p: used.append("fast") or [])
+    monkeypatch.setattr(HFEngine, "_hf_batch", lambda self, c, p: used.append("hf") or [])
+    engine = HFEngine(policy, batch_size=4)
+    engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=0.0))
+    engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=1.0))
+    assert used == ["fast", "hf"]
