@@ -20,6 +20,7 @@ from simulators.profile import load_profile
 from trainers import losses
 from trainers.rlhi import FilterSettings, RLHIConfig, quality_filter
 
+from conftest import HINDSIGHT
 from stub_provider import StubProvider
 
 
@@ -242,15 +243,15 @@ def test_reward_model_loaded_with_transformers(tmp_path):
         (["--method", "dpo"], "method"),
         (["--method", "rlhi-reward", "--reward", "llm"], "need rlhi.llm"),
         (["--method", "rlhi-reward", "--reward", "model"], "needs a reward model"),
-        (["--method", "rlhi-rewrite", "--set", "rlhi.candidates=1"], "field 'rlhi.candidates'"),
+        (["--method", "rlhi-rewrite", "--set", "rlhi.candidates=1"], "--set rlhi.candidates=1: Input should be greater than or equal to 2"),
     ],
 )
 def test_bad_method_settings_are_one_line_errors(args, message):
-    result = subprocess.run([sys.executable, "-c", "from harness.cli import run; run()", "personalize", *args, "--dry-run"],
+    result = subprocess.run([*HINDSIGHT, "personalize", *args, "--dry-run"],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
-    # (--candidates 1 itself is refused by click, a usage error with its own box: tests/harness/cli/test_inputs.py has those)
+    # (--candidates 1 itself is refused by click as a usage error: tests/harness/cli/test_inputs.py has those)
 
 
 def test_dry_run_shows_the_method_and_its_settings():
