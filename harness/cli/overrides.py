@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
-
-from pydantic import BaseModel
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from harness.overrides import Overrides
 
@@ -13,23 +12,29 @@ if TYPE_CHECKING:
     from harness.cli.options import RunOptions
 
 
-def advantage_reference_key(section: type[BaseModel], prefix: str) -> str:
-    """The config key of the advantage reference: ``advantage_reference`` (``baseline`` in configs written before the rename)."""
-    return f"{prefix}.advantage_reference" if "advantage_reference" in section.model_fields else f"{prefix}.baseline"
+class OptionsDataclass(Protocol):
+    """A command's options as a dataclass (RunOptions, TrainOptions): each field's metadata names its config key."""
+
+    config: Path | None
 
 
-def run_overrides(o: RunOptions) -> Overrides:
-    """personalize's options (shared by flip, continual and redteam) over its --config, as config data."""
+def from_options(o: OptionsDataclass) -> Overrides:
+    """An options dataclass over its --config: each field given sets the config key its metadata names."""
     from harness.cli.options import flag, plain
-    from trainers.sdpo import SDPOConfig
 
     out = Overrides(o.config)
     for f in dataclasses.fields(o):
         key, value = f.metadata["key"], getattr(o, f.name)
         if key is not None and value is not None:
-            if key == "trainer.advantage_reference":
-                key = advantage_reference_key(SDPOConfig, "trainer")
             out.set(key, plain(value), flag(f.name))
+    return out
+
+
+def run_overrides(o: RunOptions) -> Overrides:
+    """personalize's options (shared by flip, continual and redteam) over its --config, as config data."""
+    from harness.cli.options import plain
+
+    out = from_options(o)
     if o.lr is not None:  # the learning rate of whichever method runs
         method = plain(o.method) or out.get("method") or "sdpo"
         out.set("trainer.lr" if method == "sdpo" else "rlhi.lr", o.lr, "--lr")

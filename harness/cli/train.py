@@ -26,10 +26,9 @@ from harness.cli.options import (
     TrainMethod,
     config_field,
     flag,
-    plain,
     with_options,
 )
-from harness.cli.overrides import advantage_reference_key
+from harness.cli.overrides import from_options
 from harness.overrides import Overrides, parse_value
 
 
@@ -106,15 +105,7 @@ class TrainOptions:
 
 def train_overrides(o: TrainOptions) -> Overrides:
     """train's options over its --config, as config data."""
-    from trainers.offline import OfflineConfig
-
-    out = Overrides(o.config)
-    for f in dataclasses.fields(o):
-        key, value = f.metadata["key"], getattr(o, f.name)
-        if key is not None and value is not None:
-            if key == "trainer.advantage_reference":
-                key = advantage_reference_key(OfflineConfig, "trainer")
-            out.set(key, plain(value), flag(f.name))
+    out = from_options(o)
     if o.lora is not None:
         out.set("policy.lora", {} if o.lora else None, "--lora" if o.lora else "--no-lora")
     if o.followup_types is not None:
