@@ -80,6 +80,7 @@ def test_lora_run_stopped_then_resumed_then_evaluated(tmp_path):
     with StubProvider(lambda body: ("Shorter, please.", 5, 3), faults=[None, None, 500]) as stub:
         first = hindsight("personalize", *TINY, "--lora", "--eval-prompts", "2", "--set", "eval.kl_prompts=1", "--checkpoint-every", "2",
                           "-n", "4", "--simulator-model", "openai/stub", "--api-base", stub.base, "--set", "simulator.llm.retries=0", "--fail-fast",
+                          "--llm-concurrency", "1",  # the stub's faults go by arrival order: one request at a time
                           "--results", str(tmp_path), "--run-id", "lora")
         run = tmp_path / "lora"
         stopped = RunInfo.model_validate_json((run / "run.json").read_text())

@@ -102,6 +102,7 @@ def test_failed_interactions_are_recorded_and_skipped_and_the_budget_stops_the_r
             "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=0", "--set", "save_checkpoint=false", "--no-control", "--no-oracle",
             "--jobs", "1", "--simulator-model", "openai/stub", "--api-base", stub.base, "--set", "simulator.llm.retries=0",
             "--fail-budget", "1", "--checkpoint-every", "2", "--results", str(tmp_path), "--run-id", "flaky",
+            "--llm-concurrency", "1",  # the stub's faults go by arrival order: one request at a time
         ]
         result = subprocess.run([*HINDSIGHT, *args], capture_output=True, text=True, timeout=900)
         failed = RunInfo.model_validate_json((tmp_path / "flaky" / "run.json").read_text())
