@@ -26,7 +26,7 @@ def main(a: Path, b: Path) -> int:
         left, right = load(a / name), load(b / name)
         differ: dict[str, int] = {}
         for key in left.keys() & right.keys():
-            for field in (left[key].keys() | right[key].keys()) - {"timings", "seconds"}:
+            for field in (left[key].keys() | right[key].keys()) - {"timings", "seconds", "peak_memory_gb"}:
                 if left[key].get(field) != right[key].get(field):
                     differ[field] = differ.get(field, 0) + 1
         only = len(left.keys() ^ right.keys())

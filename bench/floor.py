@@ -20,12 +20,14 @@ markdown table and one JSON line per part: {"part", "seconds", "floor", "ratio"}
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -33,13 +35,26 @@ from core.engine import Generation, HFEngine, SamplingParams
 from core.interaction import Interaction
 from core.policy import Policy
 from core.prompts import load_prompts
-from core.runtime import quiet_libraries, seed_everything
+from core.runtime import peak_memory_gb, quiet_libraries, seed_everything
 from harness.config import RunConfig
 from judges.base import Pair
 from judges.rules import RuleJudge
 from simulators.profile import load_profile
 from simulators.scripted import ScriptedSimulator
 from trainers.sdpo import SDPOTrainer
+
+
+def memory_line() -> str:
+    """This process's peak resident memory (one arm's work: weights, frozen copy, AdamW moments, gradients, activations),
+    and now: resident, proportional (shared pages split between the processes mapping them) and shared file pages."""
+    fields = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+            name, value = line.split(":", 1)
+            fields[name] = int(value.split()[0]) / 1e6  # kB -> GB
+    now = (f"; now {fields['Rss']:.2f} GB resident, {fields['Pss']:.2f} GB proportional, {fields.get('Shared_Clean', 0) + fields.get('Private_Clean', 0):.2f} GB"
+           " clean file pages (the frozen copy mapped from the weights file, shared by a run's arm processes)") if fields else ""
+    return f"peak memory {peak_memory_gb():.2f} GB (one arm's work)" + now
 
 
 def best(fn: Callable[[], object], repeats: int) -> float:
@@ -144,6 +159,7 @@ def main() -> None:
     config = config.with_budgets(profile.min_words())
     prompts = load_prompts(config.prompts)
     policy = Policy.load(config.policy)
+    policy.snapshot_initial()  # as an arm does: the frozen reference, mapped from the weights file
     floor = Floor(policy, repeats)
     rows: list[dict] = []
 
@@ -164,7 +180,7 @@ def main() -> None:
             record(f"decode step, batch {batch} ({impl})", seconds, step_floor, "greedy tokens equal hf's" if same[impl] else "greedy tokens DIFFER from hf's")
 
     # one interaction: sampled answers to a training batch, the scripted user, the trainer's passes
-    engine = HFEngine(policy, impl="fast")  # the sampled interaction with the fast loop (the default samples with generate: --compare)
+    engine = HFEngine(policy)  # the run's default: the fast loop, oneDNN linears on the CPU (--compare: transformers' generate)
     texts = [prompts.draw(i, 0) for i in range(config.batch_size)]
     messages = [policy.messages(p) for p in texts]
     contexts = [policy.encode_chat(m) for m in messages]
@@ -224,12 +240,12 @@ def main() -> None:
         old_answers = old_eval.generate(eval_ctx, eval_params)
         record(f"evaluation generate ({len(eval_ctx)} prompts, greedy) (hf)", time.perf_counter() - start,
                floor.generation(eval_ctx, old_answers, old_eval.batch_size), "answers equal" if old_answers == eval_answers else "answers DIFFER")
-        onednn = HFEngine(policy, batch_size=config.eval.batch_size, linear="onednn")
+        aten = HFEngine(policy, batch_size=config.eval.batch_size, linear="aten")
         start = time.perf_counter()
-        new_answers = onednn.generate(eval_ctx, eval_params)
-        record(f"evaluation generate ({len(eval_ctx)} prompts, greedy) (fast+onednn)", time.perf_counter() - start,
-               floor.generation(eval_ctx, new_answers, onednn.batch_size),
-               f"{sum(a == b for a, b in zip(new_answers, old_answers))}/{len(old_answers)} answers equal hf's")
+        aten_answers = aten.generate(eval_ctx, eval_params)
+        record(f"evaluation generate ({len(eval_ctx)} prompts, greedy) (fast, aten linears)", time.perf_counter() - start,
+               floor.generation(eval_ctx, aten_answers, aten.batch_size),
+               f"{sum(a == b for a, b in zip(aten_answers, old_answers))}/{len(old_answers)} answers equal hf's")
     judge = RuleJudge(profile)
     pairs = [Pair(p, a.text, b.text) for p, a, b in zip(prompts.heldout, eval_answers, eval_answers[1:] + eval_answers[:1])]
     record(f"rules judge ({len(pairs)} pairs)", best(lambda: judge.compare(pairs), repeats), None)
@@ -237,6 +253,7 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)"
     print(f"\n## floor — {machine}; load average {os.getloadavg()[0]:.1f} at the end\n")
     print(f"read bandwidth {floor.bandwidth / 1e9:.1f} GB/s, fp32 GEMM {floor.gemm / 1e9:.0f} GFLOP/s, weights {floor.weight_bytes / 1e6:.0f} MB\n")
+    print(memory_line() + "\n")
     print("| part | seconds | floor | ratio | note |\n|---|---|---|---|---|")
     for r in rows:
         floor_s = "—" if r["floor"] is None else f"{r['floor']:.4f}"

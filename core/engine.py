@@ -48,23 +48,30 @@ class HFEngine:
     """Batched generation with the policy's own transformers model (left padding, KV cache).
 
     ``impl="fast"`` runs its own decode loop over the model's forward; ``impl="hf"`` calls transformers' ``generate``;
-    ``impl="auto"`` (the default) decodes greedily with the fast loop (the same token ids, ~20% less time on the
-    held-out evaluation) and samples with ``generate``, whose random stream the recorded runs were made with (the fast
-    loop draws from the same distribution, but once a row finishes its draws no longer line up with generate's). Both decode the same way (greedy: the same token ids; sampling: temperature then
-    top-p exactly as transformers applies them, then one multinomial draw); the fast loop skips generate's per-step
+    ``impl="auto"`` (the default) uses the fast loop for greedy decoding, and for sampling too when the linear layers run
+    oneDNN (the CPU default); with ``linear="aten"`` it samples with ``generate``, whose random stream the records made
+    before oneDNN follow (the fast loop draws from the same distribution, but once a row finishes its draws no longer
+    line up with generate's). Both decode the same way (greedy: the same token ids; sampling: temperature then top-p
+    exactly as transformers applies them, then one multinomial draw); the fast loop skips generate's per-step
     machinery, keeps only the last position's logits and drops finished rows from the batch and its KV cache.
     """
 
-    def __init__(self, policy: Policy, batch_size: int = 16, impl: Literal["auto", "fast", "hf"] = "auto", linear: Literal["aten", "onednn"] = "aten"):
+    def __init__(self, policy: Policy, batch_size: int = 16, impl: Literal["auto", "fast", "hf"] = "auto",
+                 linear: Literal["auto", "aten", "onednn"] | None = None):
         if impl not in ("auto", "fast", "hf"):
             raise ValueError(f"unknown engine impl {impl!r}: 'auto', 'fast' or 'hf'")
-        if linear not in ("aten", "onednn") or (linear == "onednn" and (impl == "hf" or policy.device.type != "cpu")):
-            raise ValueError(f"linear={linear!r}: 'aten', or 'onednn' with impl='fast' on the CPU")
+        linear = linear or policy.settings.kernels
+        cpu = policy.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        if linear == "auto":
+            linear = "onednn" if cpu and impl != "hf" else "aten"
+        if linear not in ("aten", "onednn") or (linear == "onednn" and (impl == "hf" or not cpu)):
+            raise ValueError(f"linear={linear!r}: 'auto', 'aten', or 'onednn' with impl='fast' on the CPU")
         self.policy = policy
         self.batch_size = batch_size
         self.impl = impl
-        # "onednn" (opt-in, not bit-exact): the model's linear layers run oneDNN's prepacked fp32 GEMM during generation,
-        # faster than MKL's at a few rows; its sums round differently, so greedy answers may differ from "aten"'s
+        # "onednn" (the default on the CPU; ``policy.kernels``): the model's linear layers run oneDNN's prepacked fp32 GEMM
+        # during generation, ~1.5x faster than MKL's at a few rows; its sums round differently, so an answer can differ from
+        # "aten"'s where two tokens are within rounding of each other (bench/greedy_equality.py counts them)
         self.linear = linear
         self.step_times: list[float] | None = None  # when a list, each prefill and decode step appends its end time
 
@@ -330,7 +337,7 @@ def cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], p
 
     source = str(policy.model.name_or_path)
     stamp = [f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in sorted(Path(source).glob("*.safetensors"))]
-    key = json.dumps([source, stamp, contexts, params.max_new_tokens, getattr(engine, "batch_size", None), str(policy.device),
+    key = json.dumps([source, stamp, contexts, params.max_new_tokens, getattr(engine, "batch_size", None), getattr(engine, "linear", None), str(policy.device),
                       str(policy.model.dtype), torch.__version__, transformers.__version__])
     path = cache_dir() / "answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
     if path.is_file():

@@ -79,6 +79,7 @@ class TrainRecord(_Record):
     timings: dict[str, float] = Field(description="seconds per part (generate, simulate, train) and the whole step (step)")
     skipped: str | None = None
     failed: int = Field(0, description="interactions of this batch left out of the update: the simulator failed after its retries")
+    peak_memory_gb: float | None = Field(None, description="peak resident memory so far of the process running this arm (shared file pages included)")
 
 
 class OfflineStepRecord(_Record):

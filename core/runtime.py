@@ -1,4 +1,4 @@
-"""Process-wide runtime settings: cache folder, torch threads, device and dtype, seeding."""
+"""Process-wide runtime settings: cache folder, torch threads, device and dtype, seeding, peak memory."""
 
 from __future__ import annotations
 
@@ -55,3 +55,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def peak_memory_gb() -> float:
+    """This process's peak resident memory so far, in GB (file pages shared with other processes included)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1e9 if sys.platform == "darwin" else 1e6), 2)  # bytes on macOS, KiB elsewhere

@@ -33,7 +33,7 @@ class EvalSettings(BaseModel):
     """Held-out evaluation (greedy, fixed prompts) every ``every`` interactions."""
 
     model_config = ConfigDict(extra="forbid")
-    every: int = Field(32, ge=1, description="interactions between evaluations (a multiple of batch_size)")
+    every: int = Field(16, ge=1, description="interactions between evaluations (a multiple of batch_size)")
     max_new_tokens: int | None = Field(None, ge=1, description="answers cut at this length are flagged truncated; None: auto")
     truncated_is_degenerate: bool = Field(False, description="count answers cut at max_new_tokens as degenerate")
     batch_size: int = Field(32, ge=1)

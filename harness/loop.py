@@ -32,7 +32,7 @@ from core.llm_client import LLMUsage
 from core.policy import Policy
 from core.prompts import load_prompts
 from core.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, append_jsonl, now, usage_records, write_json
-from core.runtime import quiet_libraries, seed_everything, set_threads
+from core.runtime import peak_memory_gb, quiet_libraries, seed_everything, set_threads
 from harness.checkpoint import (
     ArmCheckpoints,
     ArmState,
@@ -313,6 +313,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
         append_jsonl(run_dir / "metrics.jsonl", TrainRecord(
             arm=arm, seed=seed, step=step, interactions=done, metrics=result.metrics, timings=timings, skipped=result.skipped, failed=len(failed),
+            peak_memory_gb=peak_memory_gb(),
         ))
         satisfied = [f.satisfied for f in followups if f.satisfied is not None]
         sink({"type": "step", "arm": arm, "seed": seed, "done": done, "total": total, "loss": result.metrics.get("loss"),

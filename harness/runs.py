@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from core.errors import UserInputError, pydantic_message, read_text
-from core.records import METRIC, EvalRecord, RunInfo
+from core.records import METRIC, EvalRecord, RunInfo, TrainRecord
 from harness.curves import METRICS, TRAINED, by_preference, curves
 
 if TYPE_CHECKING:
@@ -79,7 +79,21 @@ def read_info(folder: Path) -> RunInfo | None:
 
 
 def read_evals(folder: Path) -> list[EvalRecord]:
-    """The evaluation records of metrics.jsonl; a line that is not JSON or not a record is a UserInputError naming file:line
+    """The evaluation records of metrics.jsonl (see ``read_metrics``)."""
+    return [r for r in read_metrics(folder) if isinstance(r, EvalRecord)]
+
+
+def peak_memory(folder: Path) -> dict[str, float]:
+    """Peak resident memory (GB) of the process that ran each arm ("treated/s0": 4.9), from its last update record."""
+    out: dict[str, float] = {}
+    for record in read_metrics(folder):
+        if isinstance(record, TrainRecord) and record.peak_memory_gb is not None:
+            out[f"{record.arm}/s{record.seed}"] = max(out.get(f"{record.arm}/s{record.seed}", 0.0), record.peak_memory_gb)
+    return out
+
+
+def read_metrics(folder: Path) -> list[Any]:
+    """The records of metrics.jsonl; a line that is not JSON or not a record is a UserInputError naming file:line
     (a last line cut by a crash is left out, as --resume would)."""
     path = folder / "metrics.jsonl"
     if not path.is_file():
@@ -99,8 +113,7 @@ def read_evals(folder: Path) -> list[EvalRecord]:
         except ValidationError as exc:
             field, message = pydantic_message(exc)
             raise UserInputError(f"not a metrics record ({field + ': ' if field else ''}{message})", path=path, line=number) from None
-        if isinstance(record, EvalRecord):
-            out.append(record)
+        out.append(record)
     return out
 
 

@@ -1,5 +1,5 @@
 """The fast decode loop against transformers' generate, on the real model: greedy gives the same token ids, sampling
-draws from exactly the same distribution."""
+draws from exactly the same distribution (with PyTorch's own linears; oneDNN's, the CPU default, agree up to rounding)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_greedy_same_tokens_as_generate(policy, contexts):
     reference = HFEngine(policy, batch_size=4, impl="hf").generate(contexts, params)
     assert len({len(c) for c in contexts}) > 3 and any(g.finished for g in reference) and not all(g.finished for g in reference)
     for batch_size in (4, 1):
-        fast = HFEngine(policy, batch_size=batch_size).generate(contexts, params)
+        fast = HFEngine(policy, batch_size=batch_size, linear="aten").generate(contexts, params)
         assert [g.token_ids for g in fast] == [g.token_ids for g in reference], batch_size
         assert fast == reference
 
@@ -35,7 +35,7 @@ def test_greedy_same_tokens_as_generate(policy, contexts):
 def test_greedy_batch_one_against_generate_batch_one(policy, contexts):
     params = SamplingParams(max_new_tokens=24, temperature=0.0)
     picked = contexts[:3]
-    assert HFEngine(policy, batch_size=1).generate(picked, params) == HFEngine(policy, batch_size=1, impl="hf").generate(picked, params)
+    assert HFEngine(policy, batch_size=1, linear="aten").generate(picked, params) == HFEngine(policy, batch_size=1, impl="hf").generate(picked, params)
 
 
 @pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (1.3, 0.5)])
@@ -56,14 +56,14 @@ def test_sampling_same_draws_as_generate_at_batch_one(policy, contexts, temperat
     params = SamplingParams(max_new_tokens=24, temperature=temperature, top_p=top_p)
     picked = contexts[1:3]
     seed_everything(3)
-    fast = HFEngine(policy, batch_size=1, impl="fast").generate(picked, params)
+    fast = HFEngine(policy, batch_size=1, impl="fast", linear="aten").generate(picked, params)
     seed_everything(3)
     assert fast == HFEngine(policy, batch_size=1, impl="hf").generate(picked, params)
 
 
 def test_sampling_distribution_is_the_policys(policy, contexts, monkeypatch):
-    """Batched, rows dropping out: at every step, the probabilities the sampler draws from equal the tempered, top-p
-    softmax of the model's own logits for that row's context and answer so far (re-scored in one full forward)."""
+    """Batched, rows dropping out, the default (oneDNN) linears: at every step, the probabilities the sampler draws from
+    equal the tempered, top-p softmax of the model's own logits for that row's context and answer so far (re-scored in one full forward)."""
     params = SamplingParams(max_new_tokens=40, temperature=0.8, top_p=0.9)
     seen: list[torch.Tensor] = []
     draw = torch.multinomial
@@ -106,7 +106,7 @@ def test_finished_rows_leave_unless_a_smaller_batch_is_slower():
 
 
 def test_onednn_linears_are_greedy_up_to_rounding_and_unpatched_after(policy, contexts):
-    """Opt-in oneDNN kernels round differently from MKL's, so each greedy token only has to be the model's argmax up to
+    """oneDNN kernels (the CPU default) round differently from MKL's, so each greedy token only has to be the model's argmax up to
     rounding (log-prob within 1e-3 of the best); afterwards the model computes with its own linears again."""
     params = SamplingParams(max_new_tokens=24, temperature=0.0)
     picked = contexts[:4]
@@ -120,12 +120,15 @@ def test_onednn_linears_are_greedy_up_to_rounding_and_unpatched_after(policy, co
         HFEngine(policy, impl="hf", linear="onednn")
 
 
-def test_auto_decodes_greedily_with_the_fast_loop_and_samples_with_generate(policy, contexts, monkeypatch):
-    """The default keeps every recorded run's samples (generate's random stream) and speeds up greedy evaluation."""
+def test_auto_picks_the_loop_by_linears(policy, contexts, monkeypatch):
+    """On the CPU the default runs oneDNN linears and the fast loop for both greedy and sampled answers; with PyTorch's
+    linears (``policy.kernels: aten``) sampling goes through generate, whose random stream older records follow."""
     used: list[str] = []
     monkeypatch.setattr(HFEngine, "_fast_batch", lambda self, c, p: used.append("fast") or [])
     monkeypatch.setattr(HFEngine, "_hf_batch", lambda self, c, p: used.append("hf") or [])
-    engine = HFEngine(policy, batch_size=4)
-    engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=0.0))
-    engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=1.0))
-    assert used == ["fast", "hf"]
+    for linear in (None, "aten"):
+        engine = HFEngine(policy, batch_size=4, linear=linear)
+        engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=0.0))
+        engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=1.0))
+    assert HFEngine(policy).linear == "onednn"
+    assert used == ["fast", "fast", "fast", "hf"]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core.engine import HFEngine, SamplingParams
+from core.policy import Policy
 
 
 def test_score_matches_a_full_forward_pass(policy):
@@ -61,3 +62,43 @@ def test_initial_policy_is_the_snapshot_taken_before_updates(fresh_policy):
         assert initial.model is not fresh_policy.model
         assert not any(p.requires_grad for p in initial.model.parameters())
         assert torch.equal(initial.model.get_output_embeddings().weight, before)
+
+
+def _mapped_from(tensor: torch.Tensor, path: str) -> bool:
+    """Whether ``tensor``'s memory lies in a mapping of the file ``path`` (Linux /proc/self/maps)."""
+    address = tensor.data_ptr()
+    for line in open("/proc/self/maps", encoding="utf-8"):
+        span, *rest = line.split()
+        start, end = (int(x, 16) for x in span.split("-"))
+        if rest and rest[-1] == path and start <= address < end:
+            return True
+    return False
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="needs Linux /proc/self/maps")
+def test_the_frozen_copy_maps_the_weights_file_while_it_holds_the_same_weights(fresh_policy):
+    """Untrained: the snapshot's parameters are the weights file's pages (shared by every arm process of a run), tied
+    weights stay tied, and training the live model leaves them as they were. Changed before the snapshot (a resumed
+    checkpoint): a private copy of the changed weights."""
+    from pathlib import Path
+
+    path = str(next(Path(fresh_policy.model.name_or_path).glob("*.safetensors")).resolve())
+    fresh_policy.snapshot_initial()
+    with fresh_policy.initial() as initial:
+        frozen = dict(initial.model.named_parameters())
+        assert all(_mapped_from(p, path) for p in frozen.values())
+        assert initial.model.get_output_embeddings().weight is initial.model.get_input_embeddings().weight
+    live = dict(fresh_policy.model.named_parameters())
+    assert all(live[name] is not p for name, p in frozen.items())
+    before = frozen["model.norm.weight"].clone()
+    with torch.no_grad():
+        live["model.norm.weight"].add_(1.0)
+    assert torch.equal(frozen["model.norm.weight"], before)
+
+    changed = Policy.load(fresh_policy.settings)
+    with torch.no_grad():
+        changed.model.model.norm.weight.add_(1.0)
+    changed.snapshot_initial()
+    with changed.initial() as initial:
+        assert not any(_mapped_from(p, path) for p in initial.model.parameters())
+        assert torch.equal(initial.model.model.norm.weight, changed.model.model.norm.weight)
