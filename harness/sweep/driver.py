@@ -193,7 +193,7 @@ def _finish(folder: SweepFolder, task: Task, result: TaskResult, sink: Sink) -> 
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
-    folder.set_status(task.id, state=result.state, node=result.node, seconds=result.seconds, finished=now(), error=result.error)
+    folder.set_status(task.id, state=result.state, node=result.node, seconds=result.seconds, finished=now(), error=result.error, traceback=result.trace)
     folder.log(f"{result.state} {task.id} on node {result.node} in {result.seconds:.0f} s" + (f": {result.error}" if result.error else ""))
     sink({"type": "task", "task": task.id, "state": result.state, "node": result.node, "seconds": result.seconds, "error": result.error})
 

@@ -81,15 +81,15 @@ class LocalExecutor:
     def poll(self, sink: Sink, timeout: float) -> list[TaskResult]:
         results = self._drain(sink, timeout)
         for task_id, (process, _) in list(self.running.items()):
-            if task_id in {r.id for r in results}:
-                process.join()
-                del self.running[task_id]
-            elif not process.is_alive():
-                results += [r for r in self._drain(sink, 0.5) if r.id == task_id] or [TaskResult(
-                    task_id, "failed", socket.gethostname(), 0.0,
-                    f"the worker process died (exit code {process.exitcode}" + ("; killed: out of memory?)" if process.exitcode == -9 else ")"))]
-                process.join()
-                del self.running[task_id]
+            if not any(r.id == task_id for r in results) and not process.is_alive():
+                results += self._drain(sink, 0.5)  # a result sent just before the process ended
+                if not any(r.id == task_id for r in results):
+                    code = process.exitcode
+                    results.append(TaskResult(task_id, "failed", socket.gethostname(), 0.0,
+                                              f"the worker process died (exit code {code}" + ("; killed: out of memory?)" if code == -9 else ")")))
+        for result in results:
+            process, _ = self.running.pop(result.id)
+            process.join()
         return results
 
     def _drain(self, sink: Sink, timeout: float) -> list[TaskResult]:

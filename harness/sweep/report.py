@@ -119,7 +119,7 @@ def plot_curves(path: Path, evals: dict[str, dict[str, list[EvalRecord]]]) -> No
     fig, axes = plt.subplots(len(variants), 2, figsize=(12, 4.2 * len(variants)), squeeze=False, constrained_layout=True)
     for row, variant in zip(axes, variants):
         n = len(evals[variant])
-        for ax, (field, label) in zip(row, (("win_rate", "win rate vs the untrained model (judge: see summary.md)"), ("clean", "clean compliance"))):
+        for ax, (field, label) in zip(row, (("win_rate", "win rate vs untrained (judge: see summary.md)"), ("clean", "clean compliance"))):
             series = aggregate(evals[variant], field)
             if field == "win_rate":
                 ax.axhline(0.5, color=COLOURS["initial"], linestyle=":", linewidth=1.2, label="untrained (parity)")
@@ -133,7 +133,7 @@ def plot_curves(path: Path, evals: dict[str, dict[str, list[EvalRecord]]]) -> No
                     xs = [p[0] for p in series[arm]]
                     ax.plot(xs, [p[1] for p in series[arm]], marker="o", color=COLOURS[arm], label=arm)
                     ax.fill_between(xs, [max(p[2], 0) for p in series[arm]], [min(p[3], 1) for p in series[arm]], color=COLOURS[arm], alpha=0.15)
-            ax.set_title(f"{variant}: {label}, mean of {n} profile(s), 95% interval over profiles", fontsize=9)
+            ax.set_title(f"{variant}: {label}\nmean of {n} profile(s), 95% interval over profiles", fontsize=9)
             ax.set_xlabel("interactions")
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlim(left=0)

@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ class TaskResult:
     node: str
     seconds: float
     error: str | None = None
+    trace: str | None = None  # the failure's traceback, for status/ID.json
     files: dict[str, bytes] | None = None  # the run's records, when the worker wrote them in a folder of its own
 
 
@@ -69,15 +71,15 @@ def run_task(task: Task, sink: Sink, node: str) -> TaskResult:
         sink({**event, "task": task.id})
 
     tagged({"type": "task", "state": "running", "node": node, "pid": os.getpid(), "host": socket.gethostname(), "folder": str(folder)})
-    error = None
+    error = trace = None
     try:
         with task_lock(base / "locks" / f"{task.id}.lock", tagged):
             if not finished(folder):
                 _run(task, folder, tagged)
     except Exception as exc:  # noqa: BLE001 - recorded with the task, the sweep goes on
-        error = f"{type(exc).__name__}: {exc}"
+        error, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
     files = None if base == Path(task.root) else collect(folder)
-    return TaskResult(task.id, "failed" if error else "done", node, round(time.perf_counter() - start, 1), error, files)
+    return TaskResult(task.id, "failed" if error else "done", node, round(time.perf_counter() - start, 1), error, trace, files)
 
 
 def _run(task: Task, folder: Path, sink: Sink) -> None:
