@@ -40,7 +40,8 @@ def sweep(
     records_back: Annotated[bool, typer.Option("--records-back", help=(
         "Workers write into a scratch folder of their own and send each run's records back, even when they see the results folder "
         "(they do so anyway when they do not). Checkpoints stay with the worker."))] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field in every cell, over the spec's set: --set trainer.lr=1e-5.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=(
+        "Override a config field in every cell, over the spec's set: --set trainer.lr=1e-5 (repeatable; the value is YAML)."))] = None,
     name: Annotated[Optional[str], typer.Option(help="The sweep's folder under --results. (default: the spec's name, else its file's stem)")] = None,
     results: Results = RESULTS,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the spec, print the cells and the shared controls; run nothing.")] = False,
@@ -82,7 +83,8 @@ def sweep(
         raise UserInputError("--executor ray needs --address: the cluster's address (host:6379, ray://host:10001, or auto)")
     if kind == "local" and address:
         raise UserInputError("--address is for --executor ray")
-    from harness.sweep.driver import SweepFolder, run_sweep
+    from harness.sweep.driver import run_sweep
+    from harness.sweep.folder import SweepFolder
     from harness.sweep.spec import make_plan
 
     plan = make_plan(spec, set_, name)
@@ -131,7 +133,7 @@ def _describe(plan: Plan, folder: Path, verbose: bool) -> None:
 def _status(name: str, results: Path, as_json: bool) -> None:
     import json
 
-    from harness.sweep.driver import sweep_folder, sweep_status
+    from harness.sweep.folder import sweep_folder, sweep_status
 
     status = sweep_status(sweep_folder(name, results))
     if as_json:
@@ -145,14 +147,15 @@ def _status(name: str, results: Path, as_json: bool) -> None:
     for row in status["tasks"]:
         state = f"[{colour[row['state']]}]{row['state']}[/]" if row["state"] in colour else row["state"]
         progress = f"{row['progress']:.0%}" if row["progress"] is not None else "–"
-        table.add_row(row["id"], state, progress, str(row["node"] or "–")[:16], f"{row['seconds']:.0f}" if row["seconds"] else "–", escape(row["error"] or ""))
+        seconds = f"{row['seconds']:.0f}" if row["seconds"] else "–"
+        table.add_row(row["id"], state, progress, str(row["node"] or "–")[:16], seconds, escape(row["error"] or ""))
     console.print(table)
     if any(r["state"] in ("interrupted", "failed", "pending") for r in status["tasks"]) and not status["driver_running"]:
         console.print("rerun the sweep's command to resume it (finished cells are skipped)", highlight=False)
 
 
 def _report(name: str, results: Path) -> None:
-    from harness.sweep.driver import sweep_folder
+    from harness.sweep.folder import sweep_folder
     from harness.sweep.report import write_report
 
     folder = sweep_folder(name, results)

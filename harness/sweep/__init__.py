@@ -5,6 +5,7 @@ Ray cluster, resumable, with one report over all of them.
   arms the cells share
 - ``worker``: what runs one task (a cell, or a shared control) in a worker process, wherever it is
 - ``executors``: where tasks run: local processes or Ray tasks
-- ``driver``: the sweep folder, the scheduling of tasks, status and the sweep log
+- ``folder``: the sweep folder, its log, its tasks' status
+- ``driver``: the scheduling of tasks on an executor
 - ``report``: summary.md and the figures over profiles
 """

@@ -217,7 +217,7 @@ def shared_lines(plan: dict[str, Any]) -> list[str]:
 
 def write_report(folder: Path) -> Path:
     """summary.md, curve.png and heatmap.png from whatever cells have evaluations (a partial sweep reports as far as it got)."""
-    from harness.sweep.driver import SweepFolder, sweep_status
+    from harness.sweep.folder import SweepFolder, sweep_status
 
     plan, evals, members = load_cells(folder)
     status = sweep_status(SweepFolder(folder))

@@ -185,7 +185,8 @@ def install_control(folder: Path, install: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, lines in install["logs"].items():
         path = folder / name
-        kept = [line for line in (path.read_text(encoding="utf-8").split("\n") if path.is_file() else []) if line.strip() and _arm(line) not in ("control", None)]
+        old = path.read_text(encoding="utf-8").split("\n") if path.is_file() else []
+        kept = [line for line in old if line.strip() and _arm(line) not in ("control", None)]
         write_atomic(path, "".join(line + "\n" for line in [*kept, *lines]))
     checkpoints.finish(ArmState.model_validate_json(install["state"]))
 

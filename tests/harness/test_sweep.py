@@ -153,7 +153,8 @@ def _fake_sweep(folder: Path, profiles: dict[str, dict[str, dict]]) -> None:
 def test_the_report_sorts_profiles_by_effect_and_reads_verdicts_off_the_intervals(tmp_path):
     low = {"compliance": 0.1, "clean": 0.1}
     _fake_sweep(tmp_path, {
-        "learns": {"initial": low, "oracle": {"clean": 0.3}, "treated": {"clean": 0.9, "win_rate": 0.8, "win_low": 0.6, "win_high": 0.9}, "control": {"clean": 0.1}},
+        "learns": {"initial": low, "oracle": {"clean": 0.3}, "treated": {"clean": 0.9, "win_rate": 0.8, "win_low": 0.6, "win_high": 0.9},
+                   "control": {"clean": 0.1}},
         "stuck": {"initial": low, "treated": {"clean": 0.2}, "control": {"clean": 0.15}},
         "satisfied": {"initial": {"compliance": 0.9, "clean": 0.9}, "treated": {"clean": 0.85}, "control": {"clean": 0.9}},
         "breaks": {"initial": low, "treated": {"clean": 0.6, "degenerate": 0.8}, "control": {"clean": 0.1}},
