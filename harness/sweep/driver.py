@@ -71,6 +71,9 @@ def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, r
             if event.get("type") == "task" and event.get("state") == "running":
                 folder.set_status(event["task"], state="running", node=event["node"], host=event["host"], pid=event["pid"], started=now(), error=None)
                 folder.log(f"start {event['task']} on node {event['node']} (host {event['host']}, pid {event['pid']})")
+            elif event.get("type") in ("start", "step"):  # interactions done per arm: progress whatever the executor
+                arms = {**folder.status(event["task"]).get("arms", {}), f"{event['arm']}-s{event['seed']}": event["done"]}
+                folder.set_status(event["task"], arms=arms)
             sink(event)
 
         try:

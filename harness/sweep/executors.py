@@ -133,7 +133,7 @@ class RayExecutor:
                                  "start one with `ray start --head` and pass its address") from None
         self.memory_per_arm = memory_per_arm
         self.events = Queue(actor_options={"num_cpus": 0})
-        self.remote = ray.remote(ray_main)
+        self.remote = ray.remote(max_calls=1)(ray_main)  # a fresh worker process per task: its memory goes back when it ends
         self.refs: dict[Any, Task] = {}
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)

@@ -101,7 +101,7 @@ def sweep_status(folder: SweepFolder) -> dict[str, Any]:
                 state = "interrupted"
             if state == "done" and status.get("state") == "failed":
                 status["error"] = None
-            logged = _lines(run / "interactions.jsonl")
+            logged = sum(status["arms"].values()) if status.get("arms") and state != "done" else _lines(run / "interactions.jsonl")
             total = entry["interactions"] * entry["arms"]
             rows.append({"id": entry["id"], "kind": kind, "state": state, "progress": min(logged / total, 1.0) if total else None,
                          "node": status.get("node"), "seconds": status.get("seconds"), "error": status.get("error")})

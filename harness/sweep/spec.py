@@ -272,7 +272,7 @@ def share_controls(plan: Plan) -> Plan:
     for key, cells in groups.items():
         if len(cells) < 2:
             continue
-        scored = tuple(c.schedule.scored[0] for c in cells)
+        scored = tuple({c.schedule.scored[0].name: c.schedule.scored[0] for c in cells}.values())  # cells may differ in their simulator only
         digest = hashlib.sha256((key + "".join(p.name for p in scored)).encode()).hexdigest()[:8]
         first = cells[0]
         control_id = f"control-{first.method}-s{first.seed}-{digest}"

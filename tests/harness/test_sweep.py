@@ -78,6 +78,9 @@ def test_the_plan_crosses_everything_and_shares_controls_only_where_the_run_woul
     base = cell.config
     assert control_key(base) == control_key(base.model_copy(update={"profile": "no_emojis", "oracle": False, "jobs": 4}))
     assert control_key(base) != control_key(base.model_copy(update={"trainer": base.trainer.model_copy(update={"lr": 3e-5})}))
+    users = make_plan(spec_file(tmp_path, "profiles: [concise]\ngrid:\n  simulator.kind: [scripted, complain]\n", "users.yaml"))
+    (shared,) = users.controls  # the control arm's user is neutral whoever the treated arm's is: one control, scored once
+    assert len(shared.cells) == 2 and [p.name for p in shared.schedule.scored] == ["concise"] and shared.label("concise") is None
 
 
 @pytest.mark.parametrize("extra", ["flip_at: 4", "eval.persona: profile", "control: false"])
