@@ -99,7 +99,11 @@ def aggregate(by_profile: dict[str, list[EvalRecord]], field: str) -> dict[str, 
         for arm, series in curves(records, field, True).items():
             for point in series:
                 values[arm][point.interactions].append(point.mean)
-    return {arm: [(x, *mean_ci(v), len(v)) for x, v in sorted(xs.items())] for arm, xs in values.items()}
+    return {arm: [(x, *_clip(*mean_ci(v)), len(v)) for x, v in sorted(xs.items())] for arm, xs in values.items()}
+
+
+def _clip(mean: float, low: float, high: float) -> tuple[float, float, float]:
+    return mean, max(low, 0.0), min(high, 1.0)  # shares
 
 
 def gains(records: list[EvalRecord]) -> dict[int, float]:
@@ -109,7 +113,7 @@ def gains(records: list[EvalRecord]) -> dict[int, float]:
     return {p.interactions: p.mean - control[p.interactions] for p in series.get("treated", []) if p.interactions and p.interactions in control}
 
 
-def plot_curves(path: Path, evals: dict[str, dict[str, list[EvalRecord]]]) -> None:
+def plot_curves(path: Path, evals: dict[str, dict[str, list[EvalRecord]]], judge: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +123,7 @@ def plot_curves(path: Path, evals: dict[str, dict[str, list[EvalRecord]]]) -> No
     fig, axes = plt.subplots(len(variants), 2, figsize=(12, 4.2 * len(variants)), squeeze=False, constrained_layout=True)
     for row, variant in zip(axes, variants):
         n = len(evals[variant])
-        for ax, (field, label) in zip(row, (("win_rate", "win rate vs untrained (judge: see summary.md)"), ("clean", "clean compliance"))):
+        for ax, (field, label) in zip(row, (("win_rate", f"win rate vs untrained, {judge}"), ("clean", "clean compliance"))):
             series = aggregate(evals[variant], field)
             if field == "win_rate":
                 ax.axhline(0.5, color=COLOURS["initial"], linestyle=":", linewidth=1.2, label="untrained (parity)")
@@ -132,7 +136,7 @@ def plot_curves(path: Path, evals: dict[str, dict[str, list[EvalRecord]]]) -> No
                 if arm in series:
                     xs = [p[0] for p in series[arm]]
                     ax.plot(xs, [p[1] for p in series[arm]], marker="o", color=COLOURS[arm], label=arm)
-                    ax.fill_between(xs, [max(p[2], 0) for p in series[arm]], [min(p[3], 1) for p in series[arm]], color=COLOURS[arm], alpha=0.15)
+                    ax.fill_between(xs, [p[2] for p in series[arm]], [p[3] for p in series[arm]], color=COLOURS[arm], alpha=0.15)
             ax.set_title(f"{variant}: {label}\nmean of {n} profile(s), 95% interval over profiles", fontsize=9)
             ax.set_xlabel("interactions")
             ax.set_ylim(-0.02, 1.02)
@@ -141,6 +145,30 @@ def plot_curves(path: Path, evals: dict[str, dict[str, list[EvalRecord]]]) -> No
             ax.legend(loc="best", fontsize=7)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def judge_label(folder: Path, plan: dict[str, Any]) -> str:
+    """The cells' judge, with the warning a rules judge needs."""
+    from harness.runs import read_config
+
+    cell = next((c["id"] for c in plan["cells"] if (folder / "runs" / c["id"] / "config.yaml").is_file()), None)
+    kind = (read_config(folder / "runs" / cell).get("judge") or {}).get("kind", "rules") if cell else "rules"
+    return "rules judge: the user's own checks, not independent" if kind == "rules" else f"{kind} judge"
+
+
+def mean_table(by_profile: dict[str, list[EvalRecord]]) -> list[str]:
+    """The aggregate curve's last point every profile reached, as a table: means over profiles with 95% t-intervals."""
+    n = len(by_profile)
+    series = {field: aggregate(by_profile, field) for field in ("clean", "win_rate")}
+    x = max((p[0] for p in series["clean"].get("treated", []) if p[4] == n), default=0)
+    lines = [f"| mean over {n} profile(s), 95% t-interval over profiles | clean compliance at {x} | win rate vs untrained\\* at {x} |", "|---|---|---|"]
+    for arm, name in (("treated", "treated"), ("control", "control"), ("oracle", "oracle (untrained, persona in the prompt)"), ("initial", "untrained")):
+        cells = []
+        for field in ("clean", "win_rate"):
+            point = next((p for p in series[field].get(arm, []) if p[0] == (0 if arm in ("oracle", "initial") else x) and p[4] == n), None)
+            cells.append(f"{point[1]:.2f} [{point[2]:.2f}, {point[3]:.2f}]" if point else "0.50 (parity)" if arm == "initial" else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_heatmap(path: Path, evals: dict[str, dict[str, list[EvalRecord]]], order: dict[str, list[str]]) -> None:
@@ -229,8 +257,10 @@ def write_report(folder: Path) -> Path:
     lines += shared_lines(plan)
     order: dict[str, list[str]] = {}
     if evals:
-        plot_curves(folder / "curve.png", evals)
+        plot_curves(folder / "curve.png", evals, judge_label(folder, plan))
         lines += ["", "![aggregate curve](curve.png)", "", "![treated minus control](heatmap.png)"]
+    for variant, by_profile in evals.items():
+        lines += ["", f"**{variant}**", ""] + mean_table(by_profile)
     for variant, by_profile in evals.items():
         rows = sorted((profile_row(p, records) for p, records in by_profile.items()), key=lambda r: -(r.effect if r.effect is not None else -9))
         order[variant] = [r.profile for r in rows]
