@@ -31,7 +31,7 @@ def sweep(
                                                       show_default=False)] = None,
     executor: Annotated[Executor, typer.Option(help=(  # type: ignore[valid-type]
         "local: a process per cell on this machine, as many at once as cores and memory allow; ray: a Ray task per cell on the cluster at "
-        "--address (pip install -e '.[ray]')."))] = Executor("local"),
+        "--address (pip install -e '.\\[ray]')."))] = Executor("local"),
     address: Annotated[Optional[str], typer.Option(help="For --executor ray: the cluster's address (host:6379, ray://host:10001 or auto).")] = None,
     parallel: Annotated[Optional[int], typer.Option(min=1, help=(
         "For --executor local: arm processes at once. (default: the cores, or what the available memory holds at --memory-per-arm)"))] = None,
@@ -50,7 +50,7 @@ def sweep(
     """Run a grid of personalization runs: every profile × seed × method × grid value in a spec, each an ordinary run folder.
 
     The spec (YAML): [bold]profiles[/bold] (a list, or `all`: every benign shipped profile), [bold]seeds[/bold] (a count or a list),
-    [bold]methods[/bold] (default [sdpo]), [bold]set[/bold] (dotted config keys → values for every cell, as --set), [bold]grid[/bold]
+    [bold]methods[/bold] (default: sdpo alone), [bold]set[/bold] (dotted config keys → values for every cell, as --set), [bold]grid[/bold]
     (dotted key → list of values, crossed with the rest), [bold]name[/bold]. Cells run their arms one after another and keep no final
     weights unless the spec sets jobs / save_checkpoint. Cells that differ only in the profile share one control arm (its user sends
     neutral messages only), scored against each profile; the untrained and oracle answers are cached on disk and generated once.

@@ -97,6 +97,24 @@ def test_the_local_executor_fits_arm_processes_to_cores_and_memory():
     assert GB == 1024**3
 
 
+def test_a_ray_task_declares_cpus_memory_and_a_gpu_on_cuda(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.sweep.driver import tasks
+    from harness.sweep.executors import RayExecutor
+    from harness.sweep.folder import SweepFolder
+
+    plan = make_plan(spec_file(tmp_path, "profiles: [concise, detailed]\nset:\n  policy.device: cuda\n  threads: 2\n"))
+    (tmp_path / "s").mkdir()
+    concise, detailed = tasks(plan, SweepFolder(tmp_path / "s"), False, "")  # each alone in its budget group: no shared control
+    assert (concise.control, concise.weight) == (None, 1)  # both arms, one after the other (jobs 1)
+    ray = SimpleNamespace(memory_per_arm=3.0)
+    assert RayExecutor.resources(ray, concise) == {"num_cpus": 2, "memory": 3 * GB, "num_gpus": 1}  # type: ignore[arg-type]
+    two = make_plan(spec_file(tmp_path, "profiles: [concise]\nset:\n  jobs: 2\n", "two.yaml"))
+    (task,) = tasks(two, SweepFolder(tmp_path / "s"), False, "")
+    assert task.weight == 2 and RayExecutor.resources(ray, task)["memory"] == 6 * GB  # type: ignore[arg-type]
+
+
 # ----- a shared control's records in a cell -------------------------------------------------------------------------
 def _eval(arm: str, x: int, profile: str | None, **fields) -> EvalRecord:
     return EvalRecord(arm=arm, seed=0, interactions=x, profile=profile, **{**BASE, **fields})  # type: ignore[arg-type]
