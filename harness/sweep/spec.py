@@ -167,7 +167,13 @@ def make_plan(path: Path, sets: list[str] | None = None, name: str | None = None
     from simulators.profile import load_profile
 
     spec, tree = load_spec(path)
-    run_name = check_run_id(name or spec.name or path.stem)
+    run_name = name or spec.name or path.stem
+    try:
+        check_run_id(run_name)
+    except UserInputError:
+        where = {} if name else {"path": path, "line": node_line(tree, ("name",)), "field": "name"} if spec.name else {"path": path}
+        raise UserInputError(f"sweep name '{run_name}': use letters, digits, '.', '_' and '-' only (it names a folder under results/)"
+                             + (" (--name)" if name else ""), **where) from None
     names = shipped_profiles() if spec.profiles == "all" else spec.profiles
     profiles = []
     for i, spec_name in enumerate(names):

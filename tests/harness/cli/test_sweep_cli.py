@@ -25,6 +25,7 @@ SPECS = [
     ("profiles: [concise]\ngrid:\n  trainer.lr:\n    - 1e-5\n    - fast\n", 5, "grid.trainer.lr", "valid number"),
     ("profiles: [concise]\ngrid:\n  trainer.lr: []\n", 3, "grid.trainer.lr", "give at least one value"),
     ("profiles: [concise\n", 2, None, "invalid YAML"),
+    ("name: my sweep\nprofiles: [concise]\n", 1, "name", "sweep name 'my sweep': use letters, digits"),
 ]
 
 
@@ -56,7 +57,7 @@ def test_command_line_mistakes_name_the_option(cli, tmp_path):
     assert "no such spec file" in one_line(cli("sweep", str(tmp_path / "missing.yaml")))
     assert "name the sweep" in one_line(cli("sweep", "status"))
     assert "not a sweep folder" in one_line(cli("sweep", "status", "nosuch", "--results", str(tmp_path)))
-    assert "--run-id 'bad name'" in one_line(cli("sweep", str(spec), "--name", "bad name", "--dry-run"))
+    assert "sweep name 'bad name': use letters" in one_line(cli("sweep", str(spec), "--name", "bad name", "--dry-run"))
 
 
 def test_dry_run_lists_every_cell_and_the_shared_controls(cli, tmp_path):
