@@ -62,6 +62,7 @@ def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, r
         sessions = folder.sessions()
         all_tasks = tasks(plan, folder, records_back, command)
         pending = [t for t in all_tasks if not finished(folder.path(t.folder))]
+        to_run = len(pending)
         folder.log(f"driver pid {os.getpid()} on {socket.gethostname()}: {executor.description}; {len(pending)} of {len(all_tasks)} tasks to run")
         sink({"type": "sweep", "total": len(all_tasks), "pending": len(pending), "executor": executor.description})
         failed: dict[str, str] = {}
@@ -107,7 +108,7 @@ def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, r
             write_atomic(folder.path("sessions.json"), json.dumps([*sessions, session], indent=1))
         report = write_report(folder.folder)
         folder.log(f"driver done in {session['seconds']:.0f} s: {len(failed)} task(s) failed; report {report}")
-    return {"tasks": len(all_tasks), "ran": len(all_tasks) - len(pending), "failed": failed, "seconds": session["seconds"], "report": report}
+    return {"tasks": len(all_tasks), "ran": to_run, "failed": failed, "seconds": session["seconds"], "report": report}
 
 
 def _install(plan: Plan, folder: SweepFolder, task: Task) -> dict[str, Any]:
