@@ -91,7 +91,7 @@ def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, r
                         if task.control:
                             task = replace(task, install=_install(plan, folder, task))
                         pending.remove(next(t for t in pending if t.id == task.id))
-                        folder.set_status(task.id, state="queued", error=None)
+                        folder.set_status(task.id, state="queued", error=None, traceback=None)
                         executor.submit(task)
                         running[task.id] = task
                 for result in executor.poll(handle, 0.5):
