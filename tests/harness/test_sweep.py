@@ -225,6 +225,10 @@ def test_a_tiny_sweep_writes_ordinary_runs_that_equal_a_plain_run_and_a_report(r
     assert status["cells"]["done"] == 2 and all(r["progress"] == 1.0 for r in status["tasks"])
     summary = (reference / "summary.md").read_text()
     assert "1 shared control run(s) (`shared/`) served 2 of 2 cells" in summary and "| concise | 1 |" in summary and "| no_emojis | 1 |" in summary
+    (shared,) = reference.glob("shared/*")  # the control arm alone, scored for each profile; no report of its own
+    arms = {(r["arm"], r.get("profile")) for r in map(json.loads, (shared / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"}
+    assert arms == {(a, p) for a in ("initial", "control") for p in ("concise", "no_emojis")} and not (shared / "summary.md").exists()
+    assert "wrote" in cli("sweep", "report", str(reference)).stdout
 
 
 @pytest.mark.slow
