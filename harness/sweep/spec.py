@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from harness.schedule import Schedule
 RESERVED = {"profile": "profiles", "method": "methods", "seed": "seeds", "seeds": "seeds"}
 # every cell runs its arms one after another (the sweep runs cells side by side) and keeps no final weights (~0.5 GB a cell)
 CELL_DEFAULTS = {"jobs": 1, "save_checkpoint": False}
+MAX_CELLS = 5000  # more is surely a typo (seeds: 100000)
 # fields that do not change what a control arm does: it has no profile, no oracle, a neutral user instead of the simulator
 NOT_IN_CONTROL = ("profile", "oracle", "jobs", "save_checkpoint", "simulator")
 
@@ -201,6 +203,9 @@ def make_plan(path: Path, sets: list[str] | None = None, name: str | None = None
             raise UserInputError(f"--set {item}: '{key}' is set by the spec's own '{RESERVED[key.split('.')[0]]}' field")
         overrides.append((key, value, (f"--set {item}", None, False)))
     grid_keys = list(spec.grid)
+    size = len(spec.seed_list()) * len(spec.methods) * len(profiles) * math.prod(len(v) for v in spec.grid.values())
+    if size > MAX_CELLS:
+        raise UserInputError(f"the spec makes {size} cells, more than {MAX_CELLS}: fewer seeds, profiles or grid values", path=path, line=1)
     points = list(itertools.product(*(list(enumerate(spec.grid[k])) for k in grid_keys)))
     seed_line = ("seeds", node_line(tree, ("seeds",)), True)
     cells: list[Cell] = []
