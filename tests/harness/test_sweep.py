@@ -185,7 +185,7 @@ def test_the_report_sorts_profiles_by_effect_and_reads_verdicts_off_the_interval
     assert {p: r.verdict for p, r in rows.items()} == {"learns": "learned", "stuck": "no effect", "satisfied": "already satisfied", "breaks": "degenerated"}
     assert rows["learns"].x == 8 and rows["learns"].effect == pytest.approx(0.8)
     summary = write_report(tmp_path).read_text()
-    table = [line for line in summary.splitlines() if line.startswith("| ") and "profile" not in line]
+    table = [line for line in summary.splitlines() if line.startswith("| ") and line.endswith("** |")]  # the per-profile rows
     assert [line.split(" | ")[0][2:] for line in table] == ["learns", "breaks", "stuck", "satisfied"]  # by treated − control
     assert "| **learned** |" in table[0] and "0.80 [0.60, 0.90]" in table[0]  # the win rate keeps its interval
     assert "Treated beats control (95% intervals apart) on 1 of the 3 profile(s) where the untrained model leaves room" in summary
@@ -212,7 +212,7 @@ def test_a_tiny_sweep_writes_ordinary_runs_that_equal_a_plain_run_and_a_report(r
 
     assert sorted(p.name for p in reference.glob("runs/*")) == list(CELLS) and len(list(reference.glob("shared/*"))) == 1
     log = (reference / "sweep.log").read_text()
-    assert "local: 1 arm process(es) at once" in log and sum(" done " in line for line in log.splitlines()) == 3
+    assert "local: 1 arm process(es) at once" in log and sum(line.split(" ")[1] == "done" for line in log.splitlines()) == 3
     for cell in CELLS:
         assert json.loads((reference / "runs" / cell / "run.json").read_text())["status"] == "finished"
         assert cli("show", str(reference / "runs" / cell)).code == 0
