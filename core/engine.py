@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -341,10 +343,18 @@ def cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], p
                       str(policy.model.dtype), torch.__version__, transformers.__version__])
     path = cache_dir() / "answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
     if path.is_file():
-        return [Generation(a["text"], tuple(a["token_ids"]), a["finished"]) for a in json.loads(path.read_text())]
-    answers = engine.generate(contexts, params)
+        return _read_answers(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
-    tmp.replace(path)
+    with path.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # processes that ask for the same answers at once (a sweep's cells): one generates, the others read
+        if path.is_file():
+            return _read_answers(path)
+        answers = engine.generate(contexts, params)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
+        tmp.replace(path)
     return answers
+
+
+def _read_answers(path: Path) -> list[Generation]:
+    return [Generation(a["text"], tuple(a["token_ids"]), a["finished"]) for a in json.loads(path.read_text())]

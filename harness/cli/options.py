@@ -47,6 +47,7 @@ Flagger = _choices("Flagger", ("rules", "llm", "local"))
 TrainMethod = _choices("TrainMethod", ("sdpo", "sft"))
 Schedule = _choices("Schedule", ("cosine", "constant"))
 Backend = _choices("Backend", ("auto", "hf", "vllm"))
+Executor = _choices("Executor", ("local", "ray"))  # `hindsight sweep`: where its cells run
 
 
 def registry_choice(names: Callable[[], list[str]], metavar: str) -> dict[str, Any]:

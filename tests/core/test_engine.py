@@ -132,3 +132,33 @@ def test_auto_picks_the_loop_by_linears(policy, contexts, monkeypatch):
         engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=1.0))
     assert HFEngine(policy).linear == "onednn"
     assert used == ["fast", "fast", "fast", "hf"]
+
+
+def test_processes_asking_for_the_same_untrained_answers_at_once_generate_them_once(tmp_path, monkeypatch):
+    """A sweep's cells start together and ask for the same cached answers: one generates them, the others wait and read."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from core.engine import Generation, cached_generate
+
+    monkeypatch.setenv("HINDSIGHT_CACHE", str(tmp_path))
+    calls = []
+
+    class Slow:
+        batch_size = 2
+
+        def generate(self, contexts, params):
+            calls.append(len(contexts))
+            time.sleep(0.5)
+            return [Generation(f"answer {i}", (i, 2), True) for i in range(len(contexts))]
+
+    policy = SimpleNamespace(model=SimpleNamespace(name_or_path=str(tmp_path), dtype=torch.float32), device=torch.device("cpu"))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(cached_generate(policy, Slow(), [[1, 2], [3]], SamplingParams(8, 0.0)))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [2] and len(got) == 3 and all(answers == got[0] for answers in got)
+    assert [p.suffix for p in (tmp_path / "answers").iterdir() if p.suffix not in (".json", ".lock")] == []  # no temp file left
