@@ -53,7 +53,10 @@ def view(
     console.print(f"wrote {index} ({len(site._rows)} runs); open it in a browser", highlight=False)
     if not serve:
         return
-    server = make_server(site, port)
+    try:
+        server = make_server(site, port)
+    except OSError as exc:
+        raise UserInputError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); pick another port, or 0 for any free one") from None
     console.print(f"serving http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)", highlight=False)
     try:
         server.serve_forever()
@@ -85,7 +88,8 @@ def signal(
     followup: Annotated[Optional[list[str]], typer.Option("--followup", help="An extra row, LABEL=TEXT (repeatable).")] = None,
     advantage_reference: Annotated[Optional[AdvantageReference], typer.Option(help=(  # type: ignore[valid-type]
         "The advantage reference (default: the run's trainer.advantage_reference, else neutral)."))] = None,
-    model: Annotated[Optional[str], typer.Option(help="The model scoring the answer, e.g. a run's checkpoints/treated-s0 (default: the run's, else the embedded one).")] = None,
+    model: Annotated[Optional[str], typer.Option(help=(
+        "The model scoring the answer, e.g. a run's checkpoints/treated-s0 (default: the run's, else the embedded one)."))] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write (default: RUN/signal/ with --run, else results/signal/).")] = None,
     results: Results = RESULTS,
 ) -> None:
@@ -139,7 +143,8 @@ def signal(
     policy.model.eval()
     if folder is not None:
         record, ids = pick_interaction(folder, arm, seed, index)
-        prompt, source, name = record.prompt, f"{folder.name} {record.arm} s{record.seed} interaction {record.index}", f"{record.arm}-s{record.seed}-i{record.index}"
+        prompt, name = record.prompt, f"{record.arm}-s{record.seed}-i{record.index}"
+        source = f"{folder.name} {record.arm} s{record.seed} interaction {record.index}"
         if ids is None:
             ids = policy.tokenizer.encode(record.response, add_special_tokens=False) + ([policy.eos_token_id] if record.finished else [])
     else:
