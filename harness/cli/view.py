@@ -3,6 +3,7 @@ under several follow-ups)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -84,7 +85,8 @@ def signal(
     index: Annotated[Optional[int], typer.Option(help="With --run: the interaction's index (default: the first whose user complained).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="The prompt (instead of --run).")] = None,
     answer: Annotated[Optional[str], typer.Option(help="The answer to score (instead of --run).")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="The profile whose complaint and satisfied reply are rows (default: the run's, else concise).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help=(
+        "The profile whose complaint and satisfied reply are rows (default: the run's user at that interaction, else concise)."))] = None,
     followup: Annotated[Optional[list[str]], typer.Option("--followup", help="An extra row, LABEL=TEXT (repeatable).")] = None,
     advantage_reference: Annotated[Optional[AdvantageReference], typer.Option(help=(  # type: ignore[valid-type]
         "The advantage reference (default: the run's trainer.advantage_reference, else neutral)."))] = None,
@@ -130,28 +132,29 @@ def signal(
         config = read_config(folder)
     trainer = dict(config.get("trainer") or {})
     if advantage_reference is not None:
+        trainer.pop("baseline", None)  # the old name of the field, in runs written before the rename
         trainer["advantage_reference"] = plain(advantage_reference)
-    trainer_config = SDPOConfig.model_validate({k: v for k, v in trainer.items() if k in SDPOConfig.model_fields})
-    policy_settings = PolicySettings.model_validate({**(config.get("policy") or {}), "device": "cpu"} if config else {"device": "cpu"})
+    trainer_config = SDPOConfig.model_validate(trainer)
+    policy_settings = PolicySettings.model_validate(config.get("policy") or {})
     if model is not None:
         policy_settings = policy_settings.model_copy(update={"model": model, "lora": None})
-    the_profile = load_profile(profile or config.get("profile") or "concise")
+    record, ids = pick_interaction(folder, arm, seed, index) if folder is not None else (None, None)
+    if record is None and not answer.strip():
+        raise UserInputError("--answer is empty: there is no token to score")
+    flipped = record.profile if record is not None and config.get("flip_at") else None  # the user's profile at that interaction
+    the_profile = load_profile(profile or flipped or config.get("profile") or "concise")
     pool = load_pool(config.get("neutral_pool") or "builtin")
     quiet_libraries()
     with console.status("loading the model"):
         policy = Policy.load(policy_settings)
-    policy.model.eval()
-    if folder is not None:
-        record, ids = pick_interaction(folder, arm, seed, index)
+    if record is not None:
         prompt, name = record.prompt, f"{record.arm}-s{record.seed}-i{record.index}"
         source = f"{folder.name} {record.arm} s{record.seed} interaction {record.index}"
-        if ids is None:
+        if ids is None:  # a run from before signals.jsonl: the answer's text, tokenized again
             ids = policy.tokenizer.encode(record.response, add_special_tokens=False) + ([policy.eos_token_id] if record.finished else [])
     else:
-        if not answer.strip():
-            raise UserInputError("--answer is empty: there is no token to score")
         ids = policy.tokenizer.encode(answer, add_special_tokens=False) + [policy.eos_token_id]
-        source, name = "the command line", slug(prompt)
+        source, name = "the command line", f"{slug(prompt)}-{hashlib.sha1(answer.encode()).hexdigest()[:6]}"
     with console.status(f"scoring {len(ids)} tokens under {4 + len(extra)} follow-ups"):
         figure = signal_figure(policy, trainer_config, prompt, ids, the_profile, extra, model=str(policy_settings.model), source=source,
                                neutral_pool=pool, system=policy_settings.system_prompt)

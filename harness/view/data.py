@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserInputError
 from core.records import METRIC, EvalRecord, InteractionRecord, SampleRecord, SignalRecord, TrainRecord, read_jsonl
 from harness.curves import METRICS, TRAINED, by_preference, curves
 from harness.runs import read_config, read_info
@@ -70,7 +71,7 @@ def _checks(config: dict[str, Any], preferences: list[str | None]) -> dict[str, 
     for name in preferences:
         try:
             profile = load_profile(name or config.get("profile", ""))
-        except Exception:  # a profile file that moved since the run: the table shows failed checks only
+        except (UserInputError, OSError, ValueError):  # a profile file that moved since the run: the table shows failed checks only
             continue
         out[name or ""] = [c.describe() for c in profile.checks]  # as SampleRecord.failed_checks names them
     return out

@@ -11,6 +11,7 @@ import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+from core.errors import UserInputError
 from harness.view.site import Site
 
 
@@ -23,7 +24,10 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802  (http.server's name)
         with self.lock:
             if time.monotonic() - self.last[0] >= self.every:
-                self.site.refresh()
+                try:
+                    self.site.refresh()
+                except UserInputError as exc:  # the runs moved away: keep serving what was written, and say why
+                    self.site.problems.append(exc.render())
                 self.last[0] = time.monotonic()
         super().do_GET()
 

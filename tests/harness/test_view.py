@@ -188,12 +188,15 @@ def test_the_pages_in_chromium(tiny, cli, browser, tmp_path):
     tab.wait_for_function("document.querySelectorAll('article.interaction').length === 4")
     assert set(tab.locator("article.interaction").evaluate_all("(as) => as.map((a) => a.dataset.arm)")) == {"control"}
     assert "arm=control" in tab.url
+    cards = "[...document.querySelectorAll('article.interaction')]"
     tab.select_option("select[aria-label=arm]", "")
-    tab.select_option("select[aria-label=satisfied]", "none")  # the control arm's neutral user gives no verdict
-    tab.wait_for_function("document.querySelectorAll('article.interaction').length === 4")
+    satisfied = sum(r.satisfied is True for r in read_jsonl(run / "interactions.jsonl", InteractionRecord))
+    tab.select_option("select[aria-label=satisfied]", "yes")  # only the treated arm's user says whether it is satisfied
+    tab.wait_for_function(f"{cards}.length === {satisfied} && {cards}.every((a) => a.dataset.arm === 'treated')")
+    assert tab.locator("article.interaction .badge.pass", has_text="satisfied").count() == satisfied
     tab.select_option("select[aria-label=satisfied]", "")
     tab.fill("input[aria-label='update from']", "1")
-    tab.wait_for_function("document.querySelectorAll('article.interaction').length === 4")
+    tab.wait_for_function(f"{cards}.length === 4 && {cards}.every((a) => a.innerText.includes('update 1'))")
     tab.screenshot(path=str(tmp_path / "interactions.png"))
 
     name = next(iter((run / "signal").glob("*.json"))).stem

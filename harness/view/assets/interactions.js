@@ -88,7 +88,7 @@
     return el("section", { class: "interactions" },
       el("h1", {}, el("a", { href: HS.href({ page: "run", run: key }) }, run.id), " · interactions"),
       el("p", { class: "muted" }, "Each answer's tokens are coloured by the advantage its update gave them (SDPO), or a pair's tokens by their gradient weight (RLHI methods); hover a token for its value."),
-      HS.scaleLegend(1, "advantage / scale"), controls, list, more);
+      HS.scaleLegend(1, "advantage ÷ the answer's colour scale"), controls, list, more);
   };
 
   // ----- hindsight signal: one answer, several follow-ups, one shared colour scale --------------------------------
