@@ -84,6 +84,8 @@ def test_the_site_holds_each_runs_records_in_documents_loaded_on_demand(tiny, cl
     assert len(chunk["rows"]) == 8 and all(len(s["advantage"]) == len(s["tokens"]) for s in chunk["rows"])
     _, samples = document(out / "data" / "tiny" / "samples-4.js")
     assert {r["arm"] for r in samples["rows"]} == {"treated", "control"} and len(samples["rows"]) == 4
+    everything = cli("view", "--results", str(tiny.parent))  # no run named: every run under --results, into results/view/
+    assert everything.code == 0 and (tiny.parent / "view" / "data" / "tiny" / "run.js").is_file()
 
 
 def test_bad_input_is_one_line(cli, tmp_path):

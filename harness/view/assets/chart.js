@@ -65,7 +65,8 @@
         const p = s.points.find((q) => q[0] === nearest);
         return p ? HS.el("div", {}, HS.el("b", { style: "color:" + s.colour }, s.name), " ", HS.interval(p, opts.share), p[4] > 1 ? ` (${p[4]} seeds)` : "") : null;
       });
-      tip.replaceChildren(HS.el("div", { class: "muted" }, `${nearest} interactions`), lines, refs.map((r) => HS.el("div", {}, r.name + " " + HS.num(r.value, opts.share ? 2 : undefined))));
+      tip.replaceChildren(HS.el("div", { class: "muted" }, `${nearest} interactions`), ...lines.filter(Boolean),
+        ...refs.map((r) => HS.el("div", {}, r.name + " " + HS.num(r.value, opts.share ? 2 : undefined))));
       tip.hidden = false;
       tip.style.left = Math.min(box.width - 180, Math.max(0, event.clientX - box.left + 12)) + "px";
       tip.style.top = Math.max(0, event.clientY - box.top - 10) + "px";
