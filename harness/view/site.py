@@ -47,10 +47,13 @@ def sources(paths: list[Path]) -> list[tuple[Path, str | None]]:
 
 
 def _key(folder: Path, taken: set[str]) -> str:
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name) or "run"
-    key, parent = base, folder.parent
-    while key in taken and parent.name:
-        key, parent = f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', parent.name)}.{key}", parent.parent
+    """A name for the run's data folder and links: its folder's name, led by the sweep's (parent folders other than runs/)
+    while another run holds it, then numbered."""
+    clean = lambda name: re.sub(r"[^A-Za-z0-9_.-]+", "-", name) or "run"  # noqa: E731
+    key = base = clean(folder.name)
+    parents = iter(p.name for p in folder.parents if p.name and p.name != "runs")
+    while key in taken and (parent := next(parents, None)) is not None:
+        key = f"{clean(parent)}.{key}"
     n = 1
     while key in taken:
         n += 1

@@ -88,6 +88,30 @@ def test_the_site_holds_each_runs_records_in_documents_loaded_on_demand(tiny, cl
     assert everything.code == 0 and (tiny.parent / "view" / "data" / "tiny" / "run.js").is_file()
 
 
+def test_a_sweeps_runs_are_found_below_it_and_keep_distinct_keys(tmp_path):
+    """Runs are found up to three levels down (results/SWEEP/runs/CELL), never inside a run; equal names get distinct keys."""
+    from harness.config import RunConfig
+    from harness.view import find_runs, sources
+
+    for cell in ("sweep/runs/concise-s0", "sweep/runs/no_emojis-s0", "other/runs/concise-s0", "plain"):
+        (tmp_path / cell).mkdir(parents=True)
+        (tmp_path / cell / "config.yaml").write_text(RunConfig().to_yaml())
+    (tmp_path / "plain" / "view" / "nested").mkdir(parents=True)
+    (tmp_path / "plain" / "view" / "nested" / "config.yaml").write_text("not looked at")
+    assert [p.relative_to(tmp_path).as_posix() for p in find_runs(tmp_path)] == [
+        "other/runs/concise-s0", "plain", "sweep/runs/concise-s0", "sweep/runs/no_emojis-s0"]
+    assert [(p.name, sweep) for p, sweep in sources([tmp_path / "sweep", tmp_path / "plain"])] == [
+        ("concise-s0", "sweep"), ("no_emojis-s0", "sweep"), ("plain", None)]
+    site = Site([tmp_path], tmp_path / "view")
+    site.build()  # runs that have not written a record yet still get a row
+    _, index = document(tmp_path / "view" / "data" / "index.js")
+    assert sorted(r["key"] for r in index["runs"]) == ["concise-s0", "no_emojis-s0", "plain", "sweep.concise-s0"]
+    assert all(r["clean"] == {} and r["status"] is None for r in index["runs"])
+    assert site.refresh() is False  # nothing changed: nothing rewritten
+    (tmp_path / "plain" / "metrics.jsonl").write_text("")
+    assert site.refresh() is True
+
+
 def test_bad_input_is_one_line(cli, tmp_path):
     result = cli("view", "no-such-run", "--results", str(tmp_path))
     assert result.code == 2 and "no-such-run: no such run or sweep" in result.stderr and len(result.stderr.strip().splitlines()) == 1
