@@ -16,6 +16,7 @@ import pytest
 
 from core.records import InteractionRecord, RunInfo, SignalRecord, read_jsonl, write_json
 from harness.view import Site, make_server
+from simulators.profile import load_profile
 
 from conftest import HINDSIGHT
 
@@ -76,7 +77,7 @@ def test_the_site_holds_each_runs_records_in_documents_loaded_on_demand(tiny, cl
     curves = run["preferences"][0]["curves"]
     assert [p[0] for p in curves["clean"]["treated"]] == [0, 2, 4] and curves["clean"]["oracle"][0][0] == 0
     assert all(p[2] <= p[1] <= p[3] for p in curves["clean"]["treated"])  # [x, mean, low, high, seeds]
-    assert run["checks"][""] == ["at most 40 words", "forbid emoji"] and "control" in run["preferences"][0]["verdict"]
+    assert run["checks"][""] == [c.describe() for c in load_profile("concise").checks] and "control" in run["preferences"][0]["verdict"]
     assert {"loss", "advantage_mean"} <= set(run["train"])
     _, interactions = document(out / "data" / "tiny" / "interactions.js")
     assert len(interactions["rows"]) == 8 and all(r["chunk"] == 0 and "tokens" in r for r in interactions["rows"])
