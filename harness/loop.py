@@ -47,6 +47,7 @@ from harness.checkpoint import (
 from harness.config import RunConfig
 from harness.evaluate import Evaluator, Preference, eval_system, oracle_system
 from harness.schedule import Schedule, build_schedule
+from harness.signals import write_signals
 from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
@@ -312,6 +313,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         for interaction in batch:
             summary = {} if interaction.followup.failed is not None else next(summaries)
             append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, trainer, arm, seed, step, interaction, summary, profile))
+        write_signals(run_dir, arm, seed, step, [i.index for i in trained], result.signals)
         done = indices[-1] + 1
         last = (step, done)
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}
