@@ -133,8 +133,8 @@ class Learner:
         with self.lock:
             state = self.states.get(user, UserState())
         journaled = self.journal.count(user)
-        return {"user": user, "interactions": journaled, "applied": state.applied, "pending": journaled - state.applied, "trained": state.trained,
-                "skipped": dict(state.skipped), "updates": state.updates, "kl": state.kl, "kl_history": [list(p) for p in state.kl_history],
+        return {"user": user, "batch": self.settings.batch, "interactions": journaled, "applied": state.applied, "pending": journaled - state.applied,
+                "trained": state.trained, "skipped": dict(state.skipped), "updates": state.updates, "kl": state.kl, "kl_history": [list(p) for p in state.kl_history],
                 "resets": state.resets, "last_update": state.last}
 
     def users(self) -> list[str]:
