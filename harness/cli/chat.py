@@ -84,7 +84,7 @@ def _loop(session) -> None:
             console.print("[dim]a new conversation (your adapter stays)[/dim]")
         elif text == "/stats":
             stats = session.stats()
-            console.print(f"[dim]{stats['interactions']} interactions, {stats['updates']} updates, KL {stats['kl']:.4g}, skipped "
+            console.print(f"[dim]{stats['interactions']} interactions, {stats['updates']} updates so far, KL {stats['kl']:.4g}, skipped "
                           f"{stats['skipped'] or 'none'}[/dim]", highlight=False)
         elif text == "/tokens":
             _tokens(session.stats().get("last_update"))
@@ -103,7 +103,7 @@ def _turn(session, text: str) -> None:
     update = session.wait_for_update(before)
     if update.trained:
         console.print(f"[dim]learned from your message ({update.followup_type}): adapter KL {update.kl:.4g} "
-                      f"({update.kl - update.kl_before:+.4g}), {update.updates} updates · /tokens shows what moved[/dim]", highlight=False)
+                      f"({update.kl - update.kl_before:+.4g}), {update.updates} update{'s' if update.updates != 1 else ''} · /tokens shows what moved[/dim]", highlight=False)
     elif update.applied:
         console.print(f"[dim]no update: your message reads as {update.followup_type or 'not feedback'} · KL {update.kl:.4g}[/dim]", highlight=False)
     else:

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -210,7 +211,7 @@ class Learner:
         state.applied_seq = entries[-1]["seq"]
         if last is not None:
             state.kl = self._kl(user)
-            state.kl_history = [*state.kl_history, (state.applied, round(state.kl, 6))]
+            state.kl_history = [*state.kl_history, (state.applied, float(f"{state.kl:.6g}"))]
             state.last = {**last, "kl": state.kl}
         self._commit(user, state)
 
@@ -237,7 +238,8 @@ class Learner:
 
         lora = self.settings.lora
         seed = int.from_bytes(hashlib.sha256(f"{user}\x00{resets}".encode()).digest()[:8], "little")
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' own deprecation notice, raised inside peft
             torch.manual_seed(seed)
             self.policy.model.add_adapter(user, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules="all-linear",
                                                            task_type="CAUSAL_LM"))

@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import h11
@@ -64,7 +65,9 @@ def load_policy(model: str, device: str = "auto", threads: int | None = None, lo
 
     quiet_libraries()
     set_threads(threads)
-    policy = Policy.load(PolicySettings(model=model, device=device, lora=LoraSettings() if lora else None))  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation notices raised inside peft
+        policy = Policy.load(PolicySettings(model=model, device=device, lora=LoraSettings() if lora else None))  # type: ignore[arg-type]
     policy.model.eval()
     if not lora:
         policy.model.requires_grad_(False)
