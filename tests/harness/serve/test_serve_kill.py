@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -96,13 +97,16 @@ def test_kill_9_loses_no_interaction_and_applies_none_twice(tmp_path):
         process.wait()
     seed = int(os.environ.get("HINDSIGHT_KILL_SEED", "0"))
     rng, state, done, kills = random.Random(seed), tmp_path / "killed", 0, []
-    for target in sorted(rng.sample(range(1, len(TURNS)), 3)):
+    for target in sorted(rng.sample(range(1, len(TURNS) - 1), 3)):
         process, url = serve(state, keys, tmp_path / "killed.log")
         while done < target:
             done += send(url, done)
-        time.sleep(rng.uniform(0, 4))  # lands in an update, a commit, a request or idle time
+        in_flight = threading.Thread(target=send, args=(url, done))  # the next turn, on the wire when the kill may come: resent after
+        in_flight.start()
+        time.sleep(rng.uniform(0, 4))  # lands in a request, an update, a commit or idle time
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        in_flight.join()
         kills.append({"acknowledged": done, **on_disk(state)})
     process, url = serve(state, keys, tmp_path / "killed.log")
     try:
@@ -122,6 +126,8 @@ def test_kill_9_loses_no_interaction_and_applies_none_twice(tmp_path):
         assert stats["trained"] + sum(stats["skipped"].values()) == mine
         assert (stats["trained"], stats["skipped"], stats["updates"], stats["kl"]) == (ref["trained"], ref["skipped"], ref["updates"], ref["kl"])
     assert on_disk(state)["journaled"] == {u: sum(t[0] == u for t in TURNS) for u in KEYS}
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "keys.yaml"]  # logs, journals, adapters
+    assert not [p for p in written if any(k.encode() in p.read_bytes() for k in [*KEYS.values(), ADMIN])]  # keys reach no log or result
     ref_weights, weights = adapters(tmp_path / "ref"), adapters(state)
     for user in KEYS:
         assert ref_weights[user].keys() == weights[user].keys()
