@@ -102,8 +102,9 @@ def _turn(session, text: str) -> None:
         return
     update = session.wait_for_update(before)
     if update.trained:
+        plural = "s" if update.updates != 1 else ""
         console.print(f"[dim]learned from your message ({update.followup_type}): adapter KL {update.kl:.4g} "
-                      f"({update.kl - update.kl_before:+.4g}), {update.updates} update{'s' if update.updates != 1 else ''} · /tokens shows what moved[/dim]", highlight=False)
+                      f"({update.kl - update.kl_before:+.4g}), {update.updates} update{plural} · /tokens shows what moved[/dim]", highlight=False)
     elif update.applied:
         console.print(f"[dim]no update: your message reads as {update.followup_type or 'not feedback'} · KL {update.kl:.4g}[/dim]", highlight=False)
     else:

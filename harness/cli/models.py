@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from harness.cli.base import app, console
-from harness.cli.options import Device, DeviceOption, plain
+from harness.cli.options import Device, DeviceOption, GuardMode, plain
 
 models_app = typer.Typer(help="The embedded models and the conversion cache.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -84,7 +84,8 @@ def serve(
     learn_idle: Annotated[float, typer.Option(help="--learn: seconds of a user's silence after which a partial batch is applied.", min=0,
                                               rich_help_panel="Users")] = 5.0,
     lr: Annotated[float, typer.Option(help="--learn: the adapters' learning rate.", min=1e-12, rich_help_panel="Users")] = 2e-4,
-    guard: Annotated[str, typer.Option(help="--learn: the update guard: none, principles, skip_flagged or both.", rich_help_panel="Users")] = "skip_flagged",
+    guard: Annotated[GuardMode, typer.Option(  # type: ignore[valid-type]
+        help="--learn: the update guard (skip_flagged: follow-ups the safety flagger marks are left out).", rich_help_panel="Users")] = GuardMode("skip_flagged"),
 ) -> None:
     """Serve a policy as an OpenAI-compatible endpoint until Ctrl-C: chat completions (streaming too) and models.
 
@@ -96,7 +97,7 @@ def serve(
 
     server = start_server(model=model, host=host, port=port, device=plain(device), threads=threads, max_tokens=max_tokens,
                           default_tokens=default_tokens, max_body=max_body, batch=batch, window=batch_window / 1000, rate_limit=rate_limit,
-                          keys=keys, learn=learn, state=state, learn_batch=learn_batch, learn_idle=learn_idle, lr=lr, guard=guard)
+                          keys=keys, learn=learn, state=state, learn_batch=learn_batch, learn_idle=learn_idle, lr=lr, guard=plain(guard))
     mode = f"; learning per user into {state}" if learn else ""
     typer.echo(f"serving {model} at {server.url} (model name '{server.service.model_name}'{mode}; Ctrl-C stops)")
     server.wait()

@@ -45,7 +45,7 @@ KEY = "k" * 20
 @pytest.mark.parametrize("args, message", [
     (["--learn"], "--learn needs --keys FILE"),
     (["--rate-limit", "10"], "--rate-limit is per user: it needs --keys FILE"),
-    (["--guard", "maybe"], "--guard maybe: one of none, principles, skip_flagged, both"),
+    (["--guard", "maybe"], "'maybe' is not one of 'none', 'principles', 'skip_flagged', 'both'"),
     (["--default-tokens", "300", "--max-tokens", "200"], "--default-tokens 300 is above --max-tokens 200"),
 ])
 def test_bad_options_fail_in_one_line(cli, args, message):
