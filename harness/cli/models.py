@@ -85,7 +85,8 @@ def serve(
                                               rich_help_panel="Users")] = 5.0,
     lr: Annotated[float, typer.Option(help="--learn: the adapters' learning rate.", min=1e-12, rich_help_panel="Users")] = 2e-4,
     guard: Annotated[GuardMode, typer.Option(  # type: ignore[valid-type]
-        help="--learn: the update guard (skip_flagged: follow-ups the safety flagger marks are left out).", rich_help_panel="Users")] = GuardMode("skip_flagged"),
+        help="--learn: the update guard (skip_flagged: follow-ups the safety flagger marks are left out).", rich_help_panel="Users",
+    )] = GuardMode("skip_flagged"),
 ) -> None:
     """Serve a policy as an OpenAI-compatible endpoint until Ctrl-C: chat completions (streaming too) and models.
 

@@ -16,61 +16,18 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.policy import Policy
 from harness.serve import protocol
-from harness.serve.batching import BASE, Batcher, Done, Job
-from harness.serve.keys import Keys, RateLimiter
+from harness.serve.batching import BASE, Done, Job
 from harness.serve.protocol import APIError, ChatRequest
-
-if TYPE_CHECKING:
-    from harness.serve.learn import Learner
+from harness.serve.service import Caller, Service, caller_of
 
 log = logging.getLogger("hindsight.serve")
-
-
-@dataclass
-class Limits:
-    """What one request may ask for: tokens by default and at most (never past the context left), body bytes."""
-
-    default_tokens: int = 256
-    max_tokens: int = 2048
-    max_body: int = 1 << 20
-    rate_per_minute: float | None = None
-
-
-@dataclass
-class Service:
-    """What the handlers share: the policy and its model thread, keys, the learner, limits and counters."""
-
-    policy: Policy
-    batcher: Batcher
-    model_name: str
-    limits: Limits = field(default_factory=Limits)
-    keys: Keys | None = None
-    learner: Learner | None = None
-    created: int = field(default_factory=lambda: int(time.time()))
-    completions: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        self.context = int(getattr(self.policy.model.config, "max_position_embeddings", 2048))
-        self.limiter = RateLimiter(self.limits.rate_per_minute) if self.limits.rate_per_minute else None
-
-
-@dataclass
-class Caller:
-    """Who sent a request: a user id (None: no keys, or an admin key) and whether the key is an admin's."""
-
-    user: str | None
-    admin: bool = False
 
 
 def build_app(service: Service) -> FastAPI:
@@ -104,18 +61,18 @@ def build_app(service: Service) -> FastAPI:
 
     @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models(request: Request) -> dict[str, Any]:
-        _caller(service, request)
+        caller_of(service, request)
         return {"object": "list", "data": [protocol.model_object(service.model_name, service.created)]}
 
     @app.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"])
     async def model(model_id: str, request: Request) -> dict[str, Any]:
-        _caller(service, request)
+        caller_of(service, request)
         _known_model(service, model_id, param=None)
         return protocol.model_object(service.model_name, service.created)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
-        caller = _caller(service, request)
+        caller = caller_of(service, request)
         body = await _body(request, service.limits.max_body)
         chat = protocol.parse_chat(protocol.parse_json(body))
         _known_model(service, chat.model, param="model")
@@ -134,33 +91,6 @@ def _error(exc: APIError, method: str) -> Response:
     if method == "HEAD":
         return Response(status_code=exc.status, headers=exc.headers)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def _caller(service: Service, request: Request, admin: bool = False) -> Caller:
-    """The caller of a request, after its key and rate are checked (401, 403, 429)."""
-    keys = service.keys
-    if keys is None:
-        return Caller(user=None, admin=True)
-    key = _bearer(request)
-    if key is None:
-        raise APIError(401, "You didn't provide an API key: send 'Authorization: Bearer KEY'", code="missing_api_key")
-    user, is_admin = keys.user_of(key), keys.is_admin(key)
-    if user is None and not is_admin:
-        raise APIError(401, "Incorrect API key provided", code="invalid_api_key")
-    if admin and not is_admin:
-        raise APIError(403, "this route needs an admin key", type="permission_error", code="admin_only")
-    if service.limiter is not None and not is_admin:
-        wait = service.limiter.take(user)
-        if wait is not None:
-            raise APIError(429, f"Rate limit reached for user {user}: {service.limits.rate_per_minute:g} requests per minute; retry in {wait:.1f} s",
-                           type="requests", code="rate_limit_exceeded", headers={"Retry-After": str(max(1, round(wait)))})
-    return Caller(user=user, admin=is_admin)
 
 
 def _known_model(service: Service, name: str, param: str | None) -> None:

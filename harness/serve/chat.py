@@ -90,10 +90,10 @@ def _skipped_kind(before: dict[str, Any], after: dict[str, Any]) -> str | None:
 def embedded(user: str, model: str, state: Path, device: str = "auto", threads: int | None = None, lr: float = 2e-4,
              max_tokens: int = 128) -> ChatSession:
     """A session with its own learning server on 127.0.0.1: ``user``'s adapter in ``state`` (kept across sessions)."""
-    from harness.serve.app import Limits
     from harness.serve.keys import Keys, new_key
     from harness.serve.learn import Learner, LearnSettings
     from harness.serve.server import ServerThread, load_policy, make_service, model_name
+    from harness.serve.service import Limits
 
     key = new_key()
     policy = load_policy(model, device, threads, lora=True)

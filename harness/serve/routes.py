@@ -15,9 +15,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from harness.serve.app import Service, _caller
 from harness.serve.keys import USER_ID
 from harness.serve.protocol import APIError
+from harness.serve.service import Service, caller_of
 
 
 def add_learning_routes(app: FastAPI, service: Service) -> None:
@@ -31,26 +31,26 @@ def add_learning_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/learning")
     async def own(request: Request) -> dict[str, Any]:
-        caller = _caller(service, request)
+        caller = caller_of(service, request)
         if caller.user is None:
             raise APIError(403, "this route needs a user's key (it shows that user's adapter)", type="permission_error", code="user_only")
         return learner.stats(caller.user)
 
     @app.get("/admin/users")
     async def users(request: Request) -> dict[str, Any]:
-        _caller(service, request, admin=True)
+        caller_of(service, request, admin=True)
         ids = sorted(set(learner.users()) | (service.keys.user_ids if service.keys else set()))
         return {"object": "list", "data": [learner.stats(u) for u in ids]}
 
     @app.post("/admin/users/{user}/reset")
     async def reset(user: str, request: Request) -> dict[str, Any]:
-        _caller(service, request, admin=True)
+        caller_of(service, request, admin=True)
         known(user)
         return await asyncio.wrap_future(service.batcher.call(lambda: learner.reset(user)))
 
     @app.get("/admin/users/{user}/adapter")
     async def export(user: str, request: Request) -> Response:
-        _caller(service, request, admin=True)
+        caller_of(service, request, admin=True)
         known(user)
         if learner.adapter(user) == user:
             data = await asyncio.wrap_future(service.batcher.call(lambda: learner.export(user)))

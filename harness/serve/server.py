@@ -19,9 +19,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from core.errors import UserInputError
 from core.policy import Policy, PolicySettings
-from harness.serve.app import Limits, Service, build_app
+from harness.serve.app import build_app
 from harness.serve.batching import Batcher
 from harness.serve.protocol import error_body
+from harness.serve.service import Limits, Service
 
 
 class OpenAIH11Protocol(H11Protocol):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from harness.serve import serve_policy
-from harness.serve.app import Limits
 from harness.serve.server import ServerThread
+from harness.serve.service import Limits
 
 LIMITS = Limits(default_tokens=16, max_tokens=256, max_body=64 * 1024)
 

@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load
 
 from harness.evaluate import kl_to_initial
-from harness.serve.app import Limits
 from harness.serve.keys import Keys
 from harness.serve.learn import Learner, LearnSettings
 from harness.serve.server import ServerThread, load_policy, make_service
+from harness.serve.service import Limits
 
 ALICE, BOB, ADMIN = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef", "admin-key-0123456789abcdef"
 KEYS = Keys.of({ALICE: "alice", BOB: "bob"}, [ADMIN])
