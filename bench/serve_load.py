@@ -38,7 +38,8 @@ from simulators.scripted import ScriptedSimulator  # noqa: E402
 
 def start_server(state: Path, keys: Path, args) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-c", "from harness.cli import run; run()", "serve", "--learn", "--keys", str(keys), "--state", str(state),
-               "--port", "0", "--device", "cpu", "--learn-batch", str(args.learn_batch), "--learn-idle", "30", "--max-tokens", "512"]
+               "--port", "0", "--device", "cpu", "--learn-batch", str(args.learn_batch), "--learn-idle", "30", "--max-tokens", "512",
+               "--model", args.model]
     if args.threads:
         command += ["--threads", str(args.threads)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, cwd=ROOT,
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=4, help="held-out prompts answered before and after, per user")
     parser.add_argument("--learn-batch", type=int, default=4, help="the server's --learn-batch")
     parser.add_argument("--threads", type=int, default=None, help="the server's torch threads")
+    parser.add_argument("--model", default="smollm2-135m", help="the served policy")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
     import openai

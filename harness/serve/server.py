@@ -35,6 +35,9 @@ class OpenAIH11Protocol(H11Protocol):
         for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
+        if self.cycle is not None and not self.cycle.response_complete:  # the app already reading this request: its body ends here,
+            self.cycle.disconnected = True  # and what it answers goes nowhere (not into a connection that has answered)
+            self.cycle.message_event.set()
 
 
 def check_port(host: str, port: int) -> None:

@@ -147,10 +147,12 @@ def test_a_chunked_body_keeps_the_connection_in_step(served):
     assert first == second == 200 and a["choices"][0]["message"] == b["choices"][0]["message"]
 
 
-def test_broken_chunked_framing_is_a_json_400(served):
+def test_broken_chunked_framing_is_a_json_400_and_no_traceback(served, capfd):
+    """The framing breaks after the app started reading the body: the protocol answers, and the app's own answer is dropped."""
     [(status, body)] = responses(raw_exchange(served, request_bytes(b"zz\r\nabc\r\n0\r\n\r\n", "Transfer-Encoding: chunked")))
     assert_openai_error(status, body, 400, code="invalid_http")
     assert post(served, good()).status_code == 200
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_body_shorter_than_declared_does_not_hang_the_server(served):
