@@ -181,12 +181,12 @@ def test_a_client_that_goes_away_stops_its_generation(served, policy):
     for stream in (False, True):
         cancelled, decoded = batcher.cancelled_rows, batcher.decoded
         body = {"model": "smollm2", "messages": ASK, "max_tokens": 250, "temperature": 1.0, "stream": stream}
-        with httpx.Client(timeout=httpx.Timeout(1.0)) as http:
+        with httpx.Client(timeout=httpx.Timeout(0.5)) as http:
             if stream:
                 with http.stream("POST", served.url + "/chat/completions", json=body) as response:
                     next(response.iter_bytes())  # the first event, then the client hangs up
             else:
-                with pytest.raises(httpx.TimeoutException):  # the client gives up after a second
+                with pytest.raises(httpx.TimeoutException):  # the client gives up after half a second
                     http.post(served.url + "/chat/completions", json=body)
         deadline = time.monotonic() + 30
         while batcher.cancelled_rows == cancelled and time.monotonic() < deadline:
