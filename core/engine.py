@@ -84,9 +84,10 @@ class HFEngine:
 
     def _generate_batch(self, contexts: Sequence[Sequence[int]], params: SamplingParams, on_token: OnToken | None = None,
                         adapters: Sequence[str] | None = None) -> list[Generation]:
-        hooked = on_token is not None or adapters is not None
-        if hooked or self.impl == "fast" or (self.impl == "auto" and (params.temperature <= 0 or self.linear == "onednn")):
+        if on_token is not None or adapters is not None:
             return self._fast_batch(contexts, params, on_token, adapters)
+        if self.impl == "fast" or (self.impl == "auto" and (params.temperature <= 0 or self.linear == "onednn")):
+            return self._fast_batch(contexts, params)
         return self._hf_batch(contexts, params)
 
     def _fast_batch(self, contexts: Sequence[Sequence[int]], params: SamplingParams, on_token: OnToken | None = None,

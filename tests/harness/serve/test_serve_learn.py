@@ -15,7 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load
 
+from core.engine import HFEngine, SamplingParams
 from harness.evaluate import kl_to_initial
+from harness.serve.batching import BASE
 from harness.serve.keys import Keys
 from harness.serve.learn import Learner, LearnSettings
 from harness.serve.server import ServerThread, load_policy, make_service
@@ -155,6 +157,17 @@ def test_one_users_updates_leave_every_other_adapter_bit_identical(server):
     assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == bob_files
     assert learning(server, BOB)["kl"] == bob_kl
     assert any(not torch.equal(alice[k], v) for k, v in adapter_weights(server, "alice").items())  # alice's did move
+
+
+def test_rows_of_different_adapters_share_a_batch_and_decode_as_each_would_alone(server):
+    policy = server.service.policy
+    context = policy.encode_chat([{"role": "user", "content": "How do I cook rice?"}])
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    engine = HFEngine(policy, impl="fast")
+    names = ["alice", "bob", BASE]
+    mixed = on_model_thread(server, lambda: engine.generate([context] * 3, params, adapters=names))
+    alone = [on_model_thread(server, lambda n=n: engine.generate([context], params, adapters=[n])[0]) for n in names]
+    assert mixed == alone
 
 
 def test_admin_export_reset_and_reload_on_restart(server, tmp_path):
