@@ -164,10 +164,17 @@ def test_rows_of_different_adapters_share_a_batch_and_decode_as_each_would_alone
     context = policy.encode_chat([{"role": "user", "content": "How do I cook rice?"}])
     params = SamplingParams(max_new_tokens=12, temperature=0.0)
     engine = HFEngine(policy, impl="fast")
-    names = ["alice", "bob", BASE]
-    mixed = on_model_thread(server, lambda: engine.generate([context] * 3, params, adapters=names))
-    alone = [on_model_thread(server, lambda n=n: engine.generate([context], params, adapters=[n])[0]) for n in names]
-    assert mixed == alone
+    from peft import LoraConfig
+
+    # an adapter with random B (not zero): its rows surely decode differently from the base model's
+    on_model_thread(server, lambda: policy.model.add_adapter("probe", LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)))
+    try:
+        names = ["alice", "probe", BASE, "bob"]
+        mixed = on_model_thread(server, lambda: engine.generate([context] * 4, params, adapters=names))
+        alone = [on_model_thread(server, lambda n=n: engine.generate([context], params, adapters=[n])[0]) for n in names]
+    finally:
+        on_model_thread(server, lambda: policy.model.delete_adapter("probe"))
+    assert mixed == alone and alone[1] != alone[2]
 
 
 def test_admin_export_reset_and_reload_on_restart(server, tmp_path):
