@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 import tempfile
 import threading
@@ -27,6 +26,7 @@ import time
 import warnings
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class UserState(BaseModel):
 class Learner:
     """The journal, every user's adapter and trainer, and the training step the model thread runs between batches."""
 
-    def __init__(self, policy: Policy, settings: LearnSettings):
+    def __init__(self, policy: Policy, settings: LearnSettings, on_update: Callable[[dict[str, Any]], None] | None = None):
         if not policy.uses_adapter:
             raise ValueError("the learner needs a policy loaded with a LoRA adapter slot")
         self.policy, self.settings = policy, settings
@@ -100,6 +100,7 @@ class Learner:
         self.config = SDPOConfig(lr=settings.lr, guard=GuardSettings(mode=settings.guard))
         self.probe: tuple[list[list[int]], list[tuple[int, ...]]] | None = None
         self.errors: list[str] = []  # failed updates (their interactions count as applied, skipped as "error")
+        self.on_update = on_update  # told each user's stats after each commit (the CLI prints a line)
         for folder in sorted((self.root / "users").glob("*/current.json")):
             self._restore(folder.parent.name, UserState.model_validate_json(folder.read_text(encoding="utf-8")))
 
@@ -275,6 +276,8 @@ class Learner:
         for child in folder.iterdir():
             if child.is_dir() and child.name != name:
                 shutil.rmtree(child, ignore_errors=True)
+        if self.on_update is not None:
+            self.on_update(self.stats(user))
 
     def _restore(self, user: str, state: UserState) -> None:
         """Rebuild a committed user's adapter and optimizer (model thread not running yet: called from __init__)."""
@@ -319,6 +322,8 @@ class Learner:
         self.journal.close()
 
 
-def learning_summary(stats: dict[str, Any]) -> str:
-    """One line for logs and the chat: counts and KL (never a key)."""
-    return json.dumps({k: stats[k] for k in ("user", "interactions", "applied", "trained", "updates", "kl")})
+def summary_line(stats: dict[str, Any]) -> str:
+    """One line for the server's log: a user's counts and KL (a user id, never a key)."""
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(stats["skipped"].items())) or "none"
+    return (f"{stats['user']}: {stats['applied']}/{stats['interactions']} interactions applied ({stats['trained']} trained on, skipped: {skipped}), "
+            f"{stats['updates']} updates, KL {stats['kl']:.4g}")

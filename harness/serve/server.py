@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -158,7 +159,7 @@ def start_server(*, model: str, host: str = "127.0.0.1", port: int = 0, device: 
     from typing import get_args
 
     from harness.serve.keys import load_keys
-    from harness.serve.learn import Learner, LearnSettings
+    from harness.serve.learn import Learner, LearnSettings, summary_line
     from trainers.guard import GuardMode
 
     if guard not in get_args(GuardMode):
@@ -173,7 +174,10 @@ def start_server(*, model: str, host: str = "127.0.0.1", port: int = 0, device: 
     settings = LearnSettings(state=state, batch=learn_batch, idle=learn_idle, lr=lr, guard=guard) if learn else None  # type: ignore[arg-type]
     check_port(host, port)  # a port in use fails now, not after the model loads
     policy = load_policy(model, device, threads, lora=learn)
-    learner = Learner(policy, settings) if settings is not None else None
+    learner = Learner(policy, settings, on_update=lambda stats: print(summary_line(stats), file=sys.stderr, flush=True)) if settings is not None else None
+    if learner is not None and learner.users():
+        pending = sum(learner.stats(u)["pending"] for u in learner.users())
+        print(f"restored {len(learner.states)} users' adapters from {state} ({pending} journaled interactions still to apply)", file=sys.stderr, flush=True)
     limits = Limits(default_tokens=default_tokens, max_tokens=max_tokens, max_body=max_body, rate_per_minute=rate_limit)
     service = make_service(policy, model_name(model), limits, window=window, max_batch=batch, keys=loaded_keys, learner=learner)
     return ServerThread(service, host=host, port=port).start()
