@@ -46,6 +46,7 @@ class Terminal:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_chat_learns_from_a_complaint_shows_its_kl_and_the_tokens_it_moved(tmp_path):
     state = tmp_path / "state"

@@ -84,6 +84,7 @@ def adapters(state: Path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_kill_9_loses_no_interaction_and_applies_none_twice(tmp_path):
     keys = tmp_path / "keys.yaml"
