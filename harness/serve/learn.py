@@ -132,12 +132,13 @@ class Learner:
         return user if user in self.trainers else BASE
 
     def stats(self, user: str) -> dict[str, Any]:
+        """What ``/v1/learning`` and ``/admin/users`` show of a user (counts, KL, the last update's token advantages)."""
         with self.lock:
             state = self.states.get(user, UserState())
         journaled = self.journal.count(user)
-        return {"user": user, "batch": self.settings.batch, "interactions": journaled, "applied": state.applied, "pending": journaled - state.applied,
-                "trained": state.trained, "skipped": dict(state.skipped), "updates": state.updates, "kl": state.kl, "kl_history": [list(p) for p in state.kl_history],
-                "resets": state.resets, "last_update": state.last}
+        return {"user": user, "batch": self.settings.batch, "interactions": journaled, "applied": state.applied,
+                "pending": journaled - state.applied, "trained": state.trained, "skipped": dict(state.skipped), "updates": state.updates,
+                "kl": state.kl, "kl_history": [list(p) for p in state.kl_history], "resets": state.resets, "last_update": state.last}
 
     def users(self) -> list[str]:
         with self.lock:
