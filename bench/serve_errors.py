@@ -79,7 +79,8 @@ def main() -> None:
             response = httpx.request(method, url + path, content=data, headers={"Content-Type": "application/json", **headers}, timeout=60)
             rows.append((name, response.status_code, response.content))
         for name, raw in [("Content-Length: abc", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}"),
-                          ("broken chunked framing", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n")]:
+                          ("broken chunked framing",
+                           b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n")]:
             host, port = server.address
             with socket.create_connection((host, port), timeout=30) as sock:
                 sock.sendall(raw)

@@ -159,7 +159,8 @@ def main() -> None:
         shorter = sum(statistics.mean(after[u]) < statistics.mean(before[u]) for u in mine)
         kl = statistics.mean(stats[u]["kl"] for u in mine)
         summary[name] = {"words_before": b, "words_after": a, "shorter": shorter, "users": len(mine), "kl": kl}
-        rows.append((f"{name}: mean words before → after (probes, greedy)", f"{b:.1f} → {a:.1f}; shorter for {shorter}/{len(mine)} users; mean KL {kl:.4f}"))
+        rows.append((f"{name}: mean words before → after (probes, greedy)",
+                     f"{b:.1f} → {a:.1f}; shorter for {shorter}/{len(mine)} users; mean KL {kl:.4f}"))
     table = "| measure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     print(table)
     print(json.dumps({"args": vars(args) | {"out": str(args.out)}, "seconds": served, "requests": requests, "tokens": tokens[0],
