@@ -131,9 +131,10 @@ async def _complete(service: Service, request: Request, chat: ChatRequest, calle
                                code="context_length_exceeded")
     cap = min(left, service.limits.max_tokens)
     if chat.max_tokens is not None and chat.max_tokens > cap:
-        why = f"the context left after your messages ({left} of {service.context} tokens)" if left <= service.limits.max_tokens else \
-            f"this server's limit of {service.limits.max_tokens}"
-        raise protocol.invalid("max_tokens", f"'max_tokens' is {chat.max_tokens}, more than {why}", code="context_length_exceeded")
+        if left <= service.limits.max_tokens:
+            raise protocol.invalid("max_tokens", f"'max_tokens' is {chat.max_tokens}, more than the context left after your messages ({left} of "
+                                   f"{service.context} tokens)", code="context_length_exceeded")
+        raise protocol.invalid("max_tokens", f"'max_tokens' is {chat.max_tokens}, more than this server's limit of {service.limits.max_tokens}")
     adapter = BASE
     if learner is not None and caller.user is not None:
         await asyncio.to_thread(learner.observe, caller.user, chat.messages)  # journaled (fsync) before the answer: write-ahead
