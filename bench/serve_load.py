@@ -124,6 +124,9 @@ def main() -> None:
                         latencies["answer"].append(t1 - t0)
                         latencies["follow-up"].append(t2 - t1)
                         tokens[0] += reply.usage.completion_tokens + again.usage.completion_tokens
+                        if len(latencies["answer"]) % args.users == 0:
+                            print(f"{len(latencies['answer'])}/{args.users * args.turns} turns, {time.perf_counter() - start:.0f} s", file=sys.stderr,
+                                  flush=True)
 
             start = time.perf_counter()
             each_user(converse)
