@@ -73,7 +73,8 @@ class SDPOConfig(BaseModel):
         "the weights that score the hindsight (and neutral) prompts: 'live' = the current policy (the paper), 'ema' = an exponential moving "
         "average of the policy's trainable weights (TRL's default teacher; one more copy of them in memory: the whole model, or only the "
         "adapter under LoRA), 'initial' = the untrained policy (TRL's 'base')"))
-    ema_rate: float = Field(0.05, gt=0, le=1, description="teacher=ema: after each optimizer step ema ← (1 − rate)·ema + rate·θ (TRL's teacher_update_rate)")
+    ema_rate: float = Field(0.05, gt=0, le=1,
+                            description="teacher=ema: after each optimizer step ema ← (1 − rate)·ema + rate·θ (TRL's teacher_update_rate)")
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     guard: GuardSettings = Field(GuardSettings(), description="the update guard: safety flags on follow-ups, principles, skipping flagged ones")
