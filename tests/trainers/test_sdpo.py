@@ -190,3 +190,13 @@ def test_under_lora_the_ema_holds_the_adapter_only(tmp_path):
     before = [t.clone() for t in trainer.ema]
     assert trainer.step([make_interaction(policy, "How do I cook rice?", ANSWER, COMPLAINT)]).skipped is None
     assert any(not torch.equal(a, b) for a, b in zip(trainer.ema, before))
+
+
+def test_the_summary_line_names_alpha_and_teacher_only_when_they_differ_from_the_default():
+    from harness.config import RunConfig
+    from trainers.sdpo import _summary
+
+    assert _summary(RunConfig()) == "trainer: lr 2e-05, loss sampled_token, advantage reference neutral, kl_anchor 0"
+    varied = RunConfig(trainer=SDPOConfig(loss="full_kl", alpha=0.5, teacher="ema"))
+    assert _summary(varied).endswith("loss full_kl, advantage reference neutral, kl_anchor 0, alpha 0.5, teacher ema (rate 0.05)")
+    assert _summary(RunConfig(trainer=SDPOConfig(teacher="initial"))).endswith("kl_anchor 0, teacher initial")
