@@ -48,7 +48,8 @@ class SDPOConfig(BaseModel):
         "sampled_token",
         description=(
             "sampled_token: policy gradient with the per-token advantage A_t on the sampled tokens (the paper's choice); "
-            "full_kl: reverse KL(π_θ ‖ q) over the whole vocabulary at each answer position, q ∝ π_θ·π(·|H(o))/π(·|B); "
+            "full_kl: the divergence ``alpha`` (reverse KL(π_θ ‖ q) by default) over the whole vocabulary at each answer position, "
+            "q ∝ π_θ·π(·|H(o))/π(·|B); "
             "topk_kl: the same over the student's top-k tokens plus one bucket for the rest"
         ),
     )
