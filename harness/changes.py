@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.records import EvalRecord
+from core.records import EvalRecord, InteractionRecord, read_jsonl
 from core.stats import mean_ci
 from harness.config import RunConfig
 from harness.curves import COLOURS, TRAINED, Point, by_preference, curves, fmt
@@ -143,6 +143,29 @@ def _gap(old_records: list[EvalRecord], new_records: list[EvalRecord], field: st
     return xs, [s[0] for s in stats], [max(s[1], -1.0) for s in stats], [min(s[2], 1.0) for s in stats]  # a gap of shares lies in [−1, 1]
 
 
+def signal_lines(records: list[InteractionRecord], block: int) -> list[str]:
+    """What the training saw, per block of interactions and trained arm (all seeds pooled): the user's profile, the share of
+    satisfied follow-ups, of answers ending on end-of-turn (an answer cut at the token budget never shows a finished long
+    answer), the mean answer length, the mean per-token advantage and the mean end-of-turn advantage of the answers that
+    ended (negative: the follow-up lowered the probability of stopping there)."""
+    def mean(values: list[float]) -> str:
+        return f"{sum(values) / len(values):+.3f}" if values else "–"
+
+    lines = ["| interactions | user | arm | satisfied | ended | answer tokens | advantage | end-of-turn advantage |", "|---|---|---|---|---|---|---|---|"]
+    for start in range(0, max((r.index for r in records), default=-1) + 1, block):
+        for arm in TRAINED:
+            rows = [r for r in records if r.arm == arm and start <= r.index < start + block and r.failed is None]
+            if not rows:
+                continue
+            judged = [r.satisfied for r in rows if r.satisfied is not None]
+            satisfied = f"{sum(judged) / len(judged):.2f}" if judged else "–"
+            users = "neutral messages" if arm == "control" else ", ".join(dict.fromkeys(r.profile or "–" for r in rows))
+            lines.append(f"| {start}–{start + block} | {users} | {arm} | {satisfied} | {sum(r.finished for r in rows) / len(rows):.2f} | "
+                         f"{sum(r.response_tokens for r in rows) / len(rows):.0f} | {mean([r.advantage['mean'] for r in rows if 'mean' in r.advantage])} | "
+                         f"{mean([r.advantage['eos'] for r in rows if 'eos' in r.advantage])} |")
+    return lines
+
+
 # ----- continual ---------------------------------------------------------------------------------------
 @dataclass
 class Retention:
@@ -263,6 +286,9 @@ def report_section(run_dir: Path, config: RunConfig, evals: list[EvalRecord], ti
         return []
     if config.flip_at is not None:
         figure = plot_flip(run_dir, evals, config.flip_at, title)
+        interactions = list(read_jsonl(run_dir / "interactions.jsonl", InteractionRecord))
+        if interactions:
+            lines += ["", "### What the training saw", "", *signal_lines(interactions, config.eval.every)]
     else:
         figure = plot_retention(run_dir, evals, stage or config.interactions, config.interactions, title)
     return ["", *lines, "", f"![{figure.stem}]({figure.name})"] if figure else ["", *lines]

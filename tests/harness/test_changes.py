@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from core.records import InteractionRecord
 from harness.changes import _crossing, flip_lags, flip_lines, retention, retention_lines
 from harness.curves import Point
 from harness.report import irrelevant_followups, write_report
@@ -54,9 +55,23 @@ def test_already_ahead_at_the_flip_is_a_lag_of_zero():
     assert _crossing(new, old, 16) == (None, 24, False)
 
 
+def interaction(arm: str, index: int, finished: bool, tokens: int, eos: float | None, satisfied: bool | None) -> InteractionRecord:
+    advantage = {"mean": -0.1, **({"eos": eos} if eos is not None else {})}
+    return InteractionRecord(arm=arm, seed=0, index=index, step=index // 4, prompt="p", response="r", response_tokens=tokens, finished=finished,  # type: ignore[arg-type]
+                             followup="f", followup_raw="f", satisfied=satisfied, profile="concise" if index < 16 else "detailed", advantage=advantage)
+
+
 def test_a_flip_runs_report_and_show_carry_the_lag_table_and_figure(tmp_path, cli):
     folder = write_run(tmp_path / "flip", FLIP_CONFIG, flip_records())
+    # before the flip every answer ends, half satisfy; after it half are cut at the budget and the end-of-turn is pushed down
+    logged = [interaction("treated", i, True, 40, -0.5, i % 2 == 0) for i in range(16)]
+    logged += [interaction("treated", i, i % 2 == 0, 90, -1.5 if i % 2 == 0 else None, False) for i in range(16, 24)]
+    logged += [interaction("control", i, True, 100, 0.0, None) for i in range(24)]
+    (folder / "interactions.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in logged), encoding="utf-8")
     summary = write_report(folder).read_text()
+    assert "| 8–16 | concise | treated | 0.50 | 1.00 | 40 | -0.100 | -0.500 |" in summary
+    assert "| 16–24 | detailed | treated | 0.00 | 0.50 | 90 | -0.100 | -1.500 |" in summary
+    assert "| 16–24 | neutral messages | control | – | 1.00 | 100 | -0.100 | +0.000 |" in summary
     assert "## Following the flip" in summary and "![flip](flip.png)" in summary
     assert "| clean compliance | treated | 16 | 16, 24 |" in summary
     assert (folder / "flip.png").read_bytes()[:8] == PNG
