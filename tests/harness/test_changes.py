@@ -57,8 +57,9 @@ def test_already_ahead_at_the_flip_is_a_lag_of_zero():
 
 def interaction(arm: str, index: int, finished: bool, tokens: int, eos: float | None, satisfied: bool | None) -> InteractionRecord:
     advantage = {"mean": -0.1, **({"eos": eos} if eos is not None else {})}
-    return InteractionRecord(arm=arm, seed=0, index=index, step=index // 4, prompt="p", response="r", response_tokens=tokens, finished=finished,  # type: ignore[arg-type]
-                             followup="f", followup_raw="f", satisfied=satisfied, profile="concise" if index < 16 else "detailed", advantage=advantage)
+    return InteractionRecord(arm=arm, seed=0, index=index, step=index // 4, prompt="p", response="r", response_tokens=tokens,  # type: ignore[arg-type]
+                             finished=finished, followup="f", followup_raw="f", satisfied=satisfied, profile="concise" if index < 16 else "detailed",
+                             advantage=advantage)
 
 
 def test_a_flip_runs_report_and_show_carry_the_lag_table_and_figure(tmp_path, cli):
