@@ -6,7 +6,9 @@
 #
 # Each writes results/exp-NAME/ (log: results/exp-NAME.log); `hindsight compare results/exp-*` tabulates them,
 # and each folder's summary.md and curve.png show its curves. Variants run seed 0 only and train one arm (no
-# control) unless the variant is about the control itself: compare them with the default's seed 0.
+# control) unless the variant is about the control itself: compare them with the default's seed 0. In `unrelated` and
+# `unrelated-plain` the control arm's user answers with unrelated questions (the paper's irrelevant follow-ups): their
+# summary.md and `hindsight show` say whether that arm moved against the untrained model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 H=${HINDSIGHT:-.venv/bin/hindsight}
@@ -26,11 +28,12 @@ args_of() {
     lr5e-5)    ARGS=(--lr 5e-5 --no-control --no-oracle) ;;
     lora)      ARGS=(--lora --lr 2e-4 --no-control --no-oracle) ;;
     unrelated) ARGS=(--neutral-pool unrelated --jobs 1 --no-oracle) ;;
+    unrelated-plain) ARGS=(--neutral-pool unrelated --advantage-reference plain --jobs 1 --no-oracle) ;;
     template)  ARGS=(--template "$REWRITE" --no-control --no-oracle) ;;
     *) echo "unknown experiment '$1' (known: ${ORDER[*]})" >&2; exit 2 ;;
   esac
 }
-ORDER=(default plain complain long kl0.1 ignore2 lr5e-5 lora unrelated template lr1e-5)
+ORDER=(default plain complain long kl0.1 ignore2 lr5e-5 lora unrelated unrelated-plain template lr1e-5)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${ORDER[@]}")
 for name in "${names[@]}"; do args_of "$name"; done  # fail on a bad name before starting anything

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.records import EvalRecord, RunInfo, SampleRecord, read_jsonl
+from harness.changes import report_section
 from harness.config import RunConfig
 from harness.curves import COLOURS, METRICS, PALETTE, PREFERENCE_FIELDS, TRAINED, Point, by_preference, curves, fmt, load_evals
 from harness.redteam import write_redteam_report
@@ -108,6 +109,37 @@ def side_effects(evals: list[EvalRecord]) -> str:
     return f"degenerate answers: untrained {base:.2f}, " + ", ".join(parts) if parts else ""
 
 
+def irrelevant_followups(pool: str, reference: str | None, evals: list[EvalRecord]) -> str:
+    """With a neutral pool other than the built-in small talk (``unrelated``: a user who answers with unrelated questions, the
+    paper's irrelevant follow-ups) the control arm is the robustness check: it should move nothing against the untrained model."""
+    if pool == "builtin":
+        return ""
+    moved, cells, x = [], [], None
+    for field, label in (("clean", "clean compliance"), ("degenerate", "degenerate"), ("relevant", "relevant"), ("mean_words", "mean words")):
+        series = curves(evals, field, field != "mean_words")
+        if "control" not in series or "initial" not in series:
+            return ""
+        start, end = series["initial"][0], series["control"][-1]
+        x = end.interactions
+        cells.append(f"{label} {fmt(start, field != 'mean_words')} → {fmt(end, field != 'mean_words')}")
+        if field != "mean_words" and (end.low > start.high or end.high < start.low):
+            moved.append(label)
+    kl = curves(evals, "kl", False).get("control")
+    cells += [f"KL to initial {fmt(kl[-1], False)}"] if kl else []
+    verdict_ = "moved " + " and ".join(moved) + " beyond the 95% intervals" if moved else "moved nothing beyond the 95% intervals"
+    ref = f"; advantage reference {reference}" if reference else ""
+    return (f"**Irrelevant follow-ups** (the control arm's user sends the `{pool}` pool{ref}): "
+            f"after {x} interactions the control arm {verdict_}: " + ", ".join(cells) + ".")
+
+
+def _reference(config: RunConfig) -> str | None:
+    return config.trainer.advantage_reference if config.method == "sdpo" else None
+
+
+def _lines(text: str) -> list[str]:
+    return ["", text] if text else []
+
+
 def write_report(run_dir: Path) -> Path:
     config = RunConfig.from_file(run_dir / "config.yaml")
     evals = load_evals(run_dir)
@@ -117,7 +149,8 @@ def write_report(run_dir: Path) -> Path:
     lines = [f"# {run_dir.name}", "", f"method **{config.method}**, user **{describe_user(config)}**, model `{config.policy.model}`, "
              f"{config.interactions} interactions in batches of {config.batch_size}, {config.seeds} seed(s), "
              f"simulator {config.simulator.kind}, judge {config.judge.kind}; {_trainer_line(config)}, lora {'on' if config.policy.lora else 'off'}.",
-             "", side_effects(groups[0][1]), "", "![curves](curve.png)"]
+             "", side_effects(groups[0][1]), *_lines(irrelevant_followups(config.neutral_pool, _reference(config), groups[0][1])),
+             "", "![curves](curve.png)"]
     stops = {(r.arm, r.seed): r.stopped for r in evals if r.stopped}
     lines += ["", *(f"**{arm} s{seed} stopped:** {why}." for (arm, seed), why in sorted(stops.items()))] if stops else []
     for name, records in groups:
@@ -125,6 +158,7 @@ def write_report(run_dir: Path) -> Path:
         lines += table_lines(records)
         for field, label in (("win_rate", "Win rate vs the untrained model"), ("clean", "Clean compliance")):
             lines += ["", f"### {label} over interactions", ""] + over_time(records, field)
+    lines += report_section(run_dir, config, evals, title)
     lines += ["", "## Example answers (first held-out prompts, seed " + str(config.seed) + (f", scored for {groups[0][0]}" if groups[0][0] else "") + ")", ""]
     lines += _examples(run_dir, config, groups[0][0])
     info_path = run_dir / "run.json"

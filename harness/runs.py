@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from harness.config import RunConfig
     from harness.schedule import Schedule
 
-RUN_FILES = ("curve.png", "summary.md", "redteam.md", "redteam.png", "interactions.jsonl")
+RUN_FILES = ("curve.png", "flip.png", "retention.png", "summary.md", "redteam.md", "redteam.png", "interactions.jsonl")
 
 
 def new_run_id(profile: str, kind: str, results: Path) -> str:
@@ -203,12 +203,35 @@ def run_summary(folder: Path) -> dict[str, Any]:
 
     info = read_info(folder)
     config = read_config(folder)
-    preferences = [{"preference": name, "arms": _last(evals), "verdict": verdict(evals)} for name, evals in by_preference(read_evals(folder))]
+    evals = read_evals(folder)
+    preferences = [{"preference": name, "arms": _last(group), "verdict": verdict(group)} for name, group in by_preference(evals)]
     return {
         "run": folder.name, "path": str(folder), "status": info.status if info else None,
-        "info": info.model_dump(mode="json") if info else None, "config": config, "preferences": preferences,
+        "info": info.model_dump(mode="json") if info else None, "config": config, "preferences": preferences, **change_report(config, evals),
         "files": [str(folder / name) for name in RUN_FILES if (folder / name).exists()],
     }
+
+
+def change_report(config: dict[str, Any], evals: list[EvalRecord]) -> dict[str, Any]:
+    """The parts of `show` beyond the per-arm tables, as data: ``flip`` (lags, a flip run), ``retention`` (a continual run),
+    ``irrelevant`` (a run whose control user sends another neutral pool), each with its printed ``lines``."""
+    from dataclasses import asdict
+
+    from harness.changes import flip_lags, retention, section
+    from harness.report import irrelevant_followups
+
+    out: dict[str, Any] = {}
+    total, flip_at, stage = config.get("interactions", 0), config.get("flip_at"), (config.get("continual") or {}).get("stage")
+    lines = section(evals, flip_at, stage, total)
+    if lines:
+        rows = flip_lags(evals, flip_at) if flip_at is not None else retention(evals, stage, total)
+        out["flip" if flip_at is not None else "retention"] = {"rows": [asdict(r) for r in rows], "lines": lines}
+    groups = by_preference(evals)
+    reference = (config.get("trainer") or {}).get("advantage_reference", "neutral") if config.get("method", "sdpo") == "sdpo" else None
+    text = irrelevant_followups(config.get("neutral_pool", "builtin"), reference, groups[0][1]) if evals else ""
+    if text:
+        out["irrelevant"] = text
+    return out
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

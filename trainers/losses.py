@@ -6,6 +6,8 @@ whatever its length), as the SDPO paper's code does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -62,23 +64,38 @@ def tilted_teacher(student_logits: torch.Tensor, hindsight_logits: torch.Tensor,
     return log_q.log_softmax(-1)
 
 
-def reverse_kl_loss(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Full-vocabulary reverse KL(π_θ ‖ q) at every completion position."""
+def divergence(log_p: torch.Tensor, log_q: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Per-position divergence between the student p and the teacher q (log-distributions over the last axis), summed over
+    it; α runs as TRL's ``distillation_alpha`` (and GKD's β): 0 = forward KL(q ‖ p), 1 = reverse KL(p ‖ q), between them the
+    generalized JSD (1 − α)·KL(p ‖ m) + α·KL(q ‖ m) with m = (1 − α)·p + α·q (0.5: the JSD).
+
+    The generalized JSD is not a blend of the two ends: it vanishes as α → 0 or 1, like α·KL(q ‖ p) near 0 and
+    (1 − α)·KL(p ‖ q) near 1, so an α close to either end also scales the step down. Terms are per element, so the
+    divergence over a support split in parts is the sum of the parts' divergences.
+    """
+    if alpha == 1:
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+    if alpha == 0:
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+    log_m = torch.logsumexp(torch.stack([log_p + math.log(1 - alpha), log_q + math.log(alpha)]), dim=0)
+    return (1 - alpha) * (log_p.exp() * (log_p - log_m)).sum(-1) + alpha * (log_q.exp() * (log_q - log_m)).sum(-1)
+
+
+def full_divergence_loss(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``divergence`` over the whole vocabulary at every completion position (α = 1: reverse KL(π_θ ‖ q))."""
     log_p = student_logits.log_softmax(-1)
-    kl = (log_p.exp() * (log_p - teacher_logprobs)).sum(-1)
-    return sequence_mean(kl, mask)
+    return sequence_mean(divergence(log_p, teacher_logprobs, alpha), mask)
 
 
-def topk_reverse_kl_loss(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
-    """Reverse KL restricted to the student's top-k tokens plus one bucket holding the rest of the mass of each."""
+def topk_divergence_loss(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, mask: torch.Tensor, k: int, alpha: float = 1.0) -> torch.Tensor:
+    """``divergence`` restricted to the student's top-k tokens plus one bucket holding the rest of the mass of each."""
     log_p = student_logits.log_softmax(-1)
     top = log_p.topk(k, dim=-1).indices
     lp_top = log_p.gather(-1, top)
     lq_top = teacher_logprobs.gather(-1, top)
-    lp_tail = torch.log1p(-lp_top.exp().sum(-1).clamp(max=1 - 1e-6))
-    lq_tail = torch.log1p(-lq_top.exp().sum(-1).clamp(max=1 - 1e-6))
-    kl = (lp_top.exp() * (lp_top - lq_top)).sum(-1) + lp_tail.exp() * (lp_tail - lq_tail)
-    return sequence_mean(kl, mask)
+    lp_tail = torch.log1p(-lp_top.exp().sum(-1).clamp(max=1 - 1e-6)).unsqueeze(-1)
+    lq_tail = torch.log1p(-lq_top.exp().sum(-1).clamp(max=1 - 1e-6)).unsqueeze(-1)
+    return sequence_mean(divergence(lp_top, lq_top, alpha) + divergence(lp_tail, lq_tail, alpha), mask)
 
 
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,13 +10,19 @@ the same hindsight prompt filled with a neutral follow-up o_n, H(x, o_n). On a s
 pulls answers (shorter, apologetic) whatever the user said; the neutral reference cancels that pull so only
 what the user said remains, at the cost of one more no-grad forward.
 
+The teacher (``teacher``) is the model that scores the hindsight and neutral prompts: the live policy (the paper), an
+exponential moving average of its trainable weights (TRL's default; swapped into the model for those forwards, kept in
+the trainer's state so a resumed run continues exactly), or the untrained policy. ``full_kl`` and ``topk_kl`` take TRL's
+divergence α (trainers/losses.py ``divergence``).
+
 The update guard (``guard``, trainers/guard.py) decides what the trainer learns from: it flags unsafe follow-ups,
 can leave them out of the update, and can swap the template for one that states safety principles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -42,7 +48,8 @@ class SDPOConfig(BaseModel):
         "sampled_token",
         description=(
             "sampled_token: policy gradient with the per-token advantage A_t on the sampled tokens (the paper's choice); "
-            "full_kl: reverse KL(π_θ ‖ q) over the whole vocabulary at each answer position, q ∝ π_θ·π(·|H(o))/π(·|B); "
+            "full_kl: the divergence ``alpha`` (reverse KL(π_θ ‖ q) by default) over the whole vocabulary at each answer position, "
+            "q ∝ π_θ·π(·|H(o))/π(·|B); "
             "topk_kl: the same over the student's top-k tokens plus one bucket for the rest"
         ),
     )
@@ -59,6 +66,16 @@ class SDPOConfig(BaseModel):
     advantage_clip: float | None = Field(None, gt=0, description="clamp each token's advantage to [-c, c] (tames single-token spikes)")
     include_eos: bool = Field(True, description="train on the end-of-turn token when the answer emitted it")
     topk: int = Field(20, ge=1, description="k for loss=topk_kl")
+    alpha: float = Field(1.0, ge=0, le=1, description=(
+        "the divergence of full_kl and topk_kl, TRL's distillation_alpha: 0 = forward KL(q ‖ π_θ) (mass-covering: raises what the teacher "
+        "likes and the student rarely says), 1 = reverse KL(π_θ ‖ q) (the default), between them the generalized JSD with mixture "
+        "m = (1−α)·π_θ + α·q (0.5: JSD; it shrinks towards 0 near either end); sampled_token needs 1"))
+    teacher: Literal["live", "ema", "initial"] = Field("live", description=(
+        "the weights that score the hindsight (and neutral) prompts: 'live' = the current policy (the paper), 'ema' = an exponential moving "
+        "average of the policy's trainable weights (TRL's default teacher; one more copy of them in memory: the whole model, or only the "
+        "adapter under LoRA), 'initial' = the untrained policy (TRL's 'base')"))
+    ema_rate: float = Field(0.05, gt=0, le=1,
+                            description="teacher=ema: after each optimizer step ema ← (1 − rate)·ema + rate·θ (TRL's teacher_update_rate)")
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     guard: GuardSettings = Field(GuardSettings(), description="the update guard: safety flags on follow-ups, principles, skipping flagged ones")
@@ -71,6 +88,8 @@ class SDPOConfig(BaseModel):
     def model_post_init(self, _context: object) -> None:
         if "{prompt}" not in self.template or "{followup}" not in self.template:
             raise ValueError("template must contain {prompt} and {followup}")
+        if self.alpha != 1 and self.loss == "sampled_token":
+            raise ValueError(f"alpha {self.alpha:g} needs loss full_kl or topk_kl: the sampled-token loss is the reverse KL (alpha 1) only")
 
 
 class SDPOTrainer:
@@ -81,10 +100,11 @@ class SDPOTrainer:
         self.config = config
         self.seed = seed
         self.neutral_pool = tuple(neutral_pool) if neutral_pool is not None else load_pool()
-        if config.kl_anchor > 0:
-            policy.snapshot_initial()  # the anchor is the policy as it was before this trainer's first update
-        params = [p for p in policy.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if config.kl_anchor > 0 or config.teacher == "initial":
+            policy.snapshot_initial()  # the anchor (and teacher) is the policy as it was before this trainer's first update
+        self.params = [p for p in policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.ema = [p.detach().clone() for p in self.params] if config.teacher == "ema" else None
         self.guard: Guard | None = Guard(config.guard, device=policy.settings.device)
         self.template = config.guard.principles_template if config.guard.states_principles else config.template
         self.persona: str | None = None  # SDPO holds no persona
@@ -97,10 +117,37 @@ class SDPOTrainer:
         return {"flagger": [self.guard]}
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), **({"ema": self.ema} if self.ema is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            for mine, saved in zip(self.ema, state["ema"], strict=True):
+                mine.copy_(saved)
+
+    @contextlib.contextmanager
+    def teacher(self) -> Iterator[Policy]:
+        """The policy that scores the hindsight prompts (``config.teacher``); the EMA weights are swapped in for the duration."""
+        if self.config.teacher == "initial":
+            with self.policy.initial() as initial:
+                yield initial
+            return
+        if self.ema is None:
+            yield self.policy
+            return
+        live = [p.data for p in self.params]
+        try:
+            for p, averaged in zip(self.params, self.ema):
+                p.data = averaged
+            yield self.policy
+        finally:
+            for p, own in zip(self.params, live):
+                p.data = own
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        for averaged, p in zip(self.ema or [], self.params):
+            averaged.mul_(1 - self.config.ema_rate).add_(p.detach(), alpha=self.config.ema_rate)
 
     def hindsight_messages(self, interaction: Interaction, followup: str) -> list[dict[str, str]]:
         """The policy's own chat with the last user turn rewritten by the template."""
@@ -139,14 +186,16 @@ class SDPOTrainer:
         return [adv[row][teacher.mask[row]].tolist() for row in range(len(batch))]
 
     def _reference_scores(self, batch: Sequence[Interaction], completions: list[list[int]], followups: Sequence[str], full: bool):
-        """The answers scored under the hindsight prompt holding ``followups`` (the teacher) and under the reference context
-        (None for the plain reference: the student's own detached scores), and the neutral follow-ups used."""
+        """The answers scored by the teacher (``config.teacher``) under the hindsight prompt holding ``followups`` and under
+        the reference context (None for the plain reference: the student's own detached scores), and the neutral
+        follow-ups used."""
         policy = self.policy
-        teacher = policy.score([policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, followups)], completions, full_logits=full)
-        if self.config.advantage_reference != "neutral":
-            return teacher, None, None
-        neutral = [self.neutral_followup(i) for i in batch]
-        base = policy.score([policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, neutral)], completions, full_logits=full)
+        neutral = [self.neutral_followup(i) for i in batch] if self.config.advantage_reference == "neutral" else None
+        with self.teacher() as scorer:
+            teacher = scorer.score([policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, followups)], completions, full_logits=full)
+            if neutral is None:
+                return teacher, None, None  # the plain prompt: the student's own (detached) scores, whichever the teacher
+            base = scorer.score([policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, neutral)], completions, full_logits=full)
         return teacher, base, neutral
 
     def _raw_advantage(self, teacher, base_logprobs: torch.Tensor) -> torch.Tensor:
@@ -190,9 +239,9 @@ class SDPOTrainer:
                 base_logits = base.logits if base is not None else student.logits.detach()
                 target = losses.tilted_teacher(student.logits, teacher.logits, base_logits)
                 if cfg.loss == "full_kl":
-                    loss = losses.reverse_kl_loss(student.logits, target, mask)
+                    loss = losses.full_divergence_loss(student.logits, target, mask, cfg.alpha)
                 else:
-                    loss = losses.topk_reverse_kl_loss(student.logits, target, mask, cfg.topk)
+                    loss = losses.topk_divergence_loss(student.logits, target, mask, cfg.topk, cfg.alpha)
             kl = losses.k3_kl(student.logprobs, ref, mask) if ref is not None else None
             total = loss + cfg.kl_anchor * kl if kl is not None else loss
             if not torch.isfinite(total):
@@ -205,6 +254,7 @@ class SDPOTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return StepResult(metrics={"loss": total.item(), "grad_norm": grad_norm.item()}, per_interaction=[{} for _ in range(size)], skipped="non-finite gradient")
             self.optimizer.step()
+            self._update_ema()
             metrics = {"loss": loss.item(), "grad_norm": grad_norm.item()}
             if kl is not None:
                 metrics["kl_anchor"] = kl.item()
@@ -248,7 +298,10 @@ class SDPOTrainer:
 
 def _summary(config) -> str:
     t = config.trainer
-    return f"trainer: lr {t.lr:g}, loss {t.loss}, advantage reference {t.advantage_reference}, kl_anchor {t.kl_anchor:g}"
+    extra = f", alpha {t.alpha:g}" if t.alpha != 1 else ""
+    if t.teacher != "live":
+        extra += f", teacher {t.teacher}" + (f" (rate {t.ema_rate:g})" if t.teacher == "ema" else "")
+    return f"trainer: lr {t.lr:g}, loss {t.loss}, advantage reference {t.advantage_reference}, kl_anchor {t.kl_anchor:g}{extra}"
 
 
 @METHODS.register("sdpo", help="self-distillation from the follow-up (trainer.*)", summary=_summary, guarded=True)

@@ -35,6 +35,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 
 Loss = _choices("Loss", ("sampled_token", "full_kl", "topk_kl"))
 AdvantageReference = _choices("AdvantageReference", ("neutral", "plain"))
+Teacher = _choices("Teacher", ("live", "ema", "initial"))
 PairJudge = _choices("PairJudge", ("rules", "llm", "local"))  # `hindsight judge`
 ModelJudge = _choices("ModelJudge", ("llm", "local"))  # `hindsight usereval`, eval/regress overrides
 Device = _choices("Device", ("auto", "cpu", "cuda"))
@@ -220,8 +221,15 @@ class RunOptions:
     lr: Annotated[Optional[float], typer.Option(rich_help_panel="Trainer", help=(
         "Learning rate of the method's update (trainer.lr for sdpo, rlhi.lr for the others). (default: 2e-5)"))] = config_field()
     loss: Annotated[Optional[Loss], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
-        "sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (reverse-KL distillation). "
-        "(default: sampled_token)"))] = config_field("trainer.loss")
+        "sampled_token (policy gradient on the sampled tokens), full_kl or topk_kl (distillation over the whole next-token distribution, or its "
+        "top k plus the rest; the divergence is --alpha). (default: sampled_token)"))] = config_field("trainer.loss")
+    alpha: Annotated[Optional[float], typer.Option(min=0, max=1, rich_help_panel="Trainer", help=(
+        "Divergence of --loss full_kl/topk_kl, as TRL's distillation_alpha: 0 = forward KL(teacher ‖ policy), 0.5 = Jensen-Shannon, "
+        "1 = reverse KL(policy ‖ teacher). (default: 1)"))] = config_field("trainer.alpha")
+    teacher: Annotated[Optional[Teacher], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
+        "Weights that score the hindsight prompt: live (the policy now, the paper), ema (a moving average of them, rate "
+        "--set trainer.ema_rate=0.05; one more copy of the trained weights in memory), initial (the untrained model). (default: live)"
+    ))] = config_field("trainer.teacher")
     advantage_reference: Annotated[Optional[AdvantageReference], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
         ADVANTAGE_REFERENCE_HELP + " (default: neutral)"))] = config_field("trainer.advantage_reference")
     baseline: Annotated[Optional[AdvantageReference], typer.Option(  # type: ignore[valid-type]

@@ -61,7 +61,7 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """Summarise a run: last evaluation per arm with 95% intervals, the verdict, and where its files are."""
-    from harness.runs import read_config, read_evals, read_info, run_dir, run_summary
+    from harness.runs import change_report, read_config, read_evals, read_info, run_dir, run_summary
 
     folder = run_dir(run, results)
     if as_json:
@@ -72,18 +72,25 @@ def show(
 
     config = read_config(folder)
     info = read_info(folder)
-    groups = by_preference(read_evals(folder))
-    for name, evals in groups:
+    evals = read_evals(folder)
+    groups = by_preference(evals)
+    for name, group in groups:
         table = Table(title=f"{folder.name}" + (f" ({info.status})" if info else "") + (f" · scored for {name}" if name else ""))
         table.add_column("arm")
         table.add_column("n")
         for _, label, _ in METRICS:
             table.add_column(label)
-        for arm, x, cells in final_table(evals):
+        for arm, x, cells in final_table(group):
             table.add_row(arm, str(x), *(cells.get(f, "–") for f, _, _ in METRICS))
         console.print(table)
-        console.print(verdict(evals), highlight=False)
+        console.print(verdict(group), highlight=False)
     console.print(side_effects(groups[0][1]), highlight=False)
+    changes = change_report(config, evals)
+    for part in ("flip", "retention"):
+        if part in changes:
+            console.print("\n".join(changes[part]["lines"]), highlight=False, markup=False, soft_wrap=True)
+    if "irrelevant" in changes:
+        console.print(changes["irrelevant"], highlight=False, markup=False, soft_wrap=True)
     if config.get("redteam"):
         from harness.redteam import rows, table_lines
         from harness.redteam import verdict as redteam_verdict

@@ -162,3 +162,30 @@ def test_resume_refuses_other_options_and_unknown_runs(tmp_path):
     assert other.returncode == 2 and "leave out --interactions" in other.stdout + other.stderr
     missing = subprocess.run([*HINDSIGHT, "personalize", "--resume", "nope", "--results", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode == 2 and "not a run folder" in missing.stdout + missing.stderr
+
+
+@pytest.mark.slow
+def test_an_ema_teacher_run_killed_after_a_checkpoint_resumes_exactly(tmp_path):
+    """The EMA teacher's weights are trainer state: a run with --teacher ema (and a distribution loss at α = 0.5), killed once
+    after its arms committed a checkpoint and resumed, ends with the log and weights of an uninterrupted run."""
+    ema = [*TINY, "--teacher", "ema", "--set", "trainer.ema_rate=0.5", "--loss", "topk_kl", "--alpha", "0.5", "--no-oracle"]
+    ref = subprocess.run([*HINDSIGHT, *ema, "--results", str(tmp_path), "--run-id", "ref"], capture_output=True, text=True, timeout=1200)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    run = tmp_path / "killed"
+    with (tmp_path / "attempt.log").open("w") as log:
+        proc = subprocess.Popen([*HINDSIGHT, *ema, "--results", str(tmp_path), "--run-id", "killed"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    committed = run / "state" / "treated-s0" / "latest.json"
+    while proc.poll() is None and not (committed.is_file() and json.loads(committed.read_text())["done"] >= 4):
+        time.sleep(0.05)
+    assert proc.poll() is None, (tmp_path / "attempt.log").read_text()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    final = subprocess.run([*HINDSIGHT, "personalize", "--resume", "killed", "--results", str(tmp_path)], capture_output=True, text=True, timeout=1200)
+    assert final.returncode == 0 and "resuming killed" in final.stdout, final.stdout + final.stderr
+    assert _log(run) == _log(tmp_path / "ref")
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(r / "checkpoints" / "treated-s0" / "model.safetensors")) for r in (run, tmp_path / "ref"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

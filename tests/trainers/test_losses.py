@@ -51,7 +51,7 @@ def test_full_reverse_kl_to_uniform_teacher():
     student = leaf([[[1.0, 0.0, -1.0]]])
     teacher = torch.log(torch.full((1, 1, 3), 1 / 3, dtype=torch.float64))
     # p = softmax(1, 0, −1) = (0.6652, 0.2447, 0.0900); Σ p log p = −0.8323; KL = −0.8323 + ln 3 = 0.2663
-    kl = losses.reverse_kl_loss(student, teacher, torch.tensor([[True]]))
+    kl = losses.full_divergence_loss(student, teacher, torch.tensor([[True]]))
     assert kl.item() == pytest.approx(0.2663, abs=1e-4)
 
 
@@ -59,11 +59,63 @@ def test_topk_with_tail_bucket_by_hand():
     student = leaf([[[1.0, 0.0, -1.0]]])
     teacher = torch.log(torch.full((1, 1, 3), 1 / 3, dtype=torch.float64))
     # k = 1: top token 0.6652 vs 1/3, tail 0.3348 vs 2/3 → 0.6652·ln(1.9956) + 0.3348·ln(0.5022) = 0.2291
-    kl = losses.topk_reverse_kl_loss(student, teacher, torch.tensor([[True]]), k=1)
+    kl = losses.topk_divergence_loss(student, teacher, torch.tensor([[True]]), k=1)
     assert kl.item() == pytest.approx(0.2291, abs=1e-4)
     # with k = vocabulary size the tail is empty and it equals the full KL
-    full = losses.reverse_kl_loss(student, teacher, torch.tensor([[True]]))
-    assert losses.topk_reverse_kl_loss(student, teacher, torch.tensor([[True]]), k=3).item() == pytest.approx(full.item(), abs=1e-6)
+    full = losses.full_divergence_loss(student, teacher, torch.tensor([[True]]))
+    assert losses.topk_divergence_loss(student, teacher, torch.tensor([[True]]), k=3).item() == pytest.approx(full.item(), abs=1e-6)
+
+
+P_LOGITS = [[[1.0, 0.0, -1.0]]]  # p = softmax(1, 0, −1) = (0.6652, 0.2447, 0.0900), log p = (1, 0, −1) − 1.4076
+UNIFORM = torch.log(torch.full((1, 1, 3), 1 / 3, dtype=torch.float64))
+ONE = torch.tensor([[True]])
+
+
+def test_alpha_zero_is_the_forward_kl_by_hand():
+    # KL(q ‖ p) with q uniform = −ln 3 − mean(log p) = −1.0986 + 1.4076 = 0.3090
+    assert losses.full_divergence_loss(leaf(P_LOGITS), UNIFORM, ONE, alpha=0.0).item() == pytest.approx(0.30899, abs=1e-5)
+    # top-1 with the tail bucket: (1/3, 2/3) against (0.6652, 0.3348): ⅓·ln(0.5011) + ⅔·ln(1.9913) = 0.2289
+    assert losses.topk_divergence_loss(leaf(P_LOGITS), UNIFORM, ONE, k=1, alpha=0.0).item() == pytest.approx(0.22892, abs=1e-5)
+
+
+def test_alpha_half_is_the_jensen_shannon_divergence_by_hand():
+    # m = (p + q)/2 = (0.4993, 0.2890, 0.2117); KL(p ‖ m) = 0.07321, KL(q ‖ m) = 0.06421; JSD = their mean = 0.06871
+    assert losses.full_divergence_loss(leaf(P_LOGITS), UNIFORM, ONE, alpha=0.5).item() == pytest.approx(0.068712, abs=1e-5)
+    # top-1 with the tail: m = (0.4993, 0.5007) between (0.6652, 0.3348) and (1/3, 2/3): 0.05614
+    assert losses.topk_divergence_loss(leaf(P_LOGITS), UNIFORM, ONE, k=1, alpha=0.5).item() == pytest.approx(0.056140, abs=1e-5)
+
+
+def test_the_generalized_jsd_runs_from_forward_to_reverse_kl_scaled_down_near_the_ends():
+    log_p, log_q = torch.tensor(P_LOGITS, dtype=torch.float64).log_softmax(-1), UNIFORM
+    forward, reverse = losses.divergence(log_p, log_q, 0.0).item(), losses.divergence(log_p, log_q, 1.0).item()
+    assert losses.divergence(log_p, log_q, 1e-4).item() / 1e-4 == pytest.approx(forward, rel=1e-3)  # ≈ α·KL(q ‖ p)
+    assert losses.divergence(log_p, log_q, 1 - 1e-4).item() / 1e-4 == pytest.approx(reverse, rel=1e-3)  # ≈ (1 − α)·KL(p ‖ q)
+    assert losses.divergence(log_q, log_q, 0.3).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def _before_alpha(student_logits, teacher_logprobs, mask, k=None):
+    """The two losses exactly as they were written before α existed (the reverse KL only)."""
+    log_p = student_logits.log_softmax(-1)
+    if k is None:
+        return losses.sequence_mean((log_p.exp() * (log_p - teacher_logprobs)).sum(-1), mask)
+    top = log_p.topk(k, dim=-1).indices
+    lp_top, lq_top = log_p.gather(-1, top), teacher_logprobs.gather(-1, top)
+    lp_tail = torch.log1p(-lp_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    lq_tail = torch.log1p(-lq_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    return losses.sequence_mean((lp_top.exp() * (lp_top - lq_top)).sum(-1) + lp_tail.exp() * (lp_tail - lq_tail), mask)
+
+
+def test_alpha_one_is_the_earlier_reverse_kl_bit_for_bit_value_and_gradient():
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 5, 49152, generator=generator) * 3  # the embedded model's vocabulary size, float32 like the trainer
+    teacher = (torch.randn(2, 5, 49152, generator=generator) * 3).log_softmax(-1)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    for k in (None, 20):
+        a, b = student.clone().requires_grad_(), student.clone().requires_grad_()
+        new = losses.full_divergence_loss(a, teacher, mask) if k is None else losses.topk_divergence_loss(a, teacher, mask, k)
+        old = _before_alpha(b, teacher, mask, k)
+        new.backward(), old.backward()
+        assert torch.equal(new, old) and torch.equal(a.grad, b.grad), k
 
 
 def test_tilted_teacher_plain_baseline_is_the_hindsight_distribution():
@@ -84,3 +136,24 @@ def test_k3_kl_by_hand():
     logp = torch.tensor([[-1.0]])
     ref = torch.tensor([[-1.5]])
     assert losses.k3_kl(logp, ref, torch.tensor([[True]])).item() == pytest.approx(math.exp(-0.5) + 0.5 - 1, abs=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_divergences_equal_trls_sdpo_losses(alpha):
+    """Against TRL 1.16's own functions, when TRL is importable (not a dependency: e.g.
+    ``pip install --no-deps trl==1.16.0 --target /tmp/trl`` and ``PYTHONPATH=/tmp/trl``)."""
+    trl = pytest.importorskip("trl.experimental.sdpo.loss_utils")
+    generator = torch.Generator().manual_seed(1)
+    student = torch.randn(2, 4, 64, generator=generator, dtype=torch.float64) * 2
+    teacher = torch.randn(2, 4, 64, generator=generator, dtype=torch.float64) * 2
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    theirs = {
+        "full": trl.compute_full_logit_self_distillation_loss(student, teacher, distillation_alpha=alpha),
+        "topk": trl.compute_topk_self_distillation_loss(student, teacher, distillation_topk=5, distillation_alpha=alpha, distillation_add_tail=True),
+    }
+    ours = {
+        "full": losses.full_divergence_loss(student, teacher.log_softmax(-1), mask, alpha=alpha),
+        "topk": losses.topk_divergence_loss(student, teacher.log_softmax(-1), mask, k=5, alpha=alpha),
+    }
+    for name, per_token in theirs.items():
+        assert ours[name].item() == pytest.approx(losses.sequence_mean(per_token, mask).item(), abs=1e-5), name

@@ -124,3 +124,101 @@ def test_the_old_baseline_key_is_read_once_with_a_deprecation_line(capsys):
         assert "give only advantage_reference" in str(exc)
     else:
         raise AssertionError("both spellings at once must fail")
+
+
+COMPLAINT = "Way too long. One sentence, please."
+
+
+def test_alpha_other_than_one_needs_a_distribution_loss():
+    import pytest
+
+    with pytest.raises(ValueError, match="alpha 0.5 needs loss full_kl or topk_kl"):
+        SDPOConfig(alpha=0.5)
+    assert SDPOConfig(alpha=0.5, loss="topk_kl").alpha == 0.5
+    assert (SDPOConfig().alpha, SDPOConfig().teacher, SDPOConfig().ema_rate) == (1.0, "live", 0.05)  # the paper's live teacher stays the default
+
+
+def test_the_ema_teacher_starts_as_the_policy_moves_by_its_rate_and_swaps_back_exactly(fresh_policy):
+    """At the first step the EMA equals the weights, so the update is the live teacher's bit for bit; after it the EMA is
+    (1 − rate)·θ₀ + rate·θ₁, the teacher forwards see those weights, and the policy gets its own storage back untouched."""
+    interaction = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, COMPLAINT)
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    live = SDPOTrainer(fresh_policy, SDPOConfig(lr=1e-3), seed=0)
+    live.step([interaction])
+    after_live = weights(fresh_policy)
+    fresh_policy.model.load_state_dict(untrained)
+    theta0 = weights(fresh_policy)
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(lr=1e-3, teacher="ema", ema_rate=0.25), seed=0)
+    assert trainer.state_dict().keys() == {"optimizer", "ema"} and live.state_dict().keys() == {"optimizer"}
+    trainer.step([interaction])
+    theta1 = weights(fresh_policy)
+    assert torch.equal(theta1, after_live)
+    ema = torch.cat([t.flatten() for t in trainer.ema])
+    assert torch.allclose(ema, 0.75 * theta0 + 0.25 * theta1, atol=1e-7) and not torch.equal(ema, theta1)
+    storage = [p.data_ptr() for p in fresh_policy.model.parameters()]
+    with trainer.teacher() as teacher:
+        assert torch.equal(weights(teacher), ema)
+    assert [p.data_ptr() for p in fresh_policy.model.parameters()] == storage and torch.equal(weights(fresh_policy), theta1)
+
+
+def test_the_initial_teacher_scores_with_the_untrained_weights(fresh_policy):
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(lr=1e-3, teacher="initial", loss="full_kl", alpha=0.5), seed=0)
+    theta0 = weights(fresh_policy)
+    interaction = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, COMPLAINT)
+    for _ in range(2):
+        assert trainer.step([interaction]).skipped is None
+    assert not torch.equal(weights(fresh_policy), theta0)
+    with trainer.teacher() as teacher:
+        assert torch.equal(weights(teacher), theta0)
+
+
+def test_a_resumed_ema_trainer_continues_exactly(fresh_policy, tmp_path):
+    """Two steps in one go equal one step, a checkpoint through safetensors, a fresh model and trainer, and the second step."""
+    from core.policy import Policy, PolicySettings
+    from harness.checkpoint import ArmCheckpoints, ArmState, load_trainable_weights, trainable_weights
+
+    config = SDPOConfig(lr=1e-3, teacher="ema", loss="topk_kl", alpha=0.0)
+    batches = [[make_interaction(fresh_policy, "How do I cook rice?", ANSWER, COMPLAINT)],
+               [make_interaction(fresh_policy, "What is the capital of France?", "The capital of France is Berlin.", "No, that's wrong.")]]
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    straight = SDPOTrainer(fresh_policy, config, seed=0)
+    for batch in batches:
+        straight.step(batch)
+    expected_weights, expected_ema = weights(fresh_policy), [t.clone() for t in straight.ema]
+    fresh_policy.model.load_state_dict(untrained)
+    first = SDPOTrainer(fresh_policy, config, seed=0)
+    first.step(batches[0])
+    checkpoints = ArmCheckpoints(tmp_path / "treated-s0")
+    checkpoints.save(ArmState(step=0, done=1), {"weights": trainable_weights(fresh_policy.model), "trainer": first.state_dict()})
+    saved = checkpoints.load(checkpoints.latest())
+    resumed_policy = Policy.load(PolicySettings(device="cpu"))
+    resumed = SDPOTrainer(resumed_policy, config, seed=0)
+    load_trainable_weights(resumed_policy.model, saved["weights"])
+    resumed.load_state_dict(saved["trainer"])
+    resumed.step(batches[1])
+    assert torch.equal(weights(resumed_policy), expected_weights)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.ema, expected_ema, strict=True))
+
+
+def test_under_lora_the_ema_holds_the_adapter_only(tmp_path):
+    from core.policy import LoraSettings, Policy, PolicySettings
+
+    policy = Policy.load(PolicySettings(device="cpu", lora=LoraSettings(r=4, alpha=8)))
+    trainer = SDPOTrainer(policy, SDPOConfig(lr=1e-3, teacher="ema"), seed=0)
+    names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names) and len(trainer.ema) == len(names)
+    adapter = sum(t.numel() for t in trainer.ema)
+    assert adapter < 0.05 * sum(p.numel() for p in policy.model.parameters())  # the cost: a copy of the adapter, not of the model
+    before = [t.clone() for t in trainer.ema]
+    assert trainer.step([make_interaction(policy, "How do I cook rice?", ANSWER, COMPLAINT)]).skipped is None
+    assert any(not torch.equal(a, b) for a, b in zip(trainer.ema, before))
+
+
+def test_the_summary_line_names_alpha_and_teacher_only_when_they_differ_from_the_default():
+    from harness.config import RunConfig
+    from trainers.sdpo import _summary
+
+    assert _summary(RunConfig()) == "trainer: lr 2e-05, loss sampled_token, advantage reference neutral, kl_anchor 0"
+    varied = RunConfig(trainer=SDPOConfig(loss="full_kl", alpha=0.5, teacher="ema"))
+    assert _summary(varied).endswith("loss full_kl, advantage reference neutral, kl_anchor 0, alpha 0.5, teacher ema (rate 0.05)")
+    assert _summary(RunConfig(trainer=SDPOConfig(teacher="initial"))).endswith("kl_anchor 0, teacher initial")

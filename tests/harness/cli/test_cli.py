@@ -73,6 +73,7 @@ def test_the_enums_list_exactly_the_component_layers_choices():
 
     reference = "advantage_reference" if "advantage_reference" in SDPOConfig.model_fields else "baseline"
     assert values(options.Loss) == field(SDPOConfig, "loss")
+    assert values(options.Teacher) == field(SDPOConfig, "teacher")
     assert sorted(values(options.AdvantageReference)) == sorted(field(SDPOConfig, reference))
     assert options.method_names() == trainers.METHODS.names() and set(typing.get_args(trainers.Method)) <= set(options.method_names())
     assert options.simulator_names() == simulators.SIMULATORS.names() and set(field(simulators.SimulatorSettings, "kind")) <= set(options.simulator_names())
