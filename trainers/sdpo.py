@@ -108,7 +108,7 @@ class SDPOTrainer:
         self.guard: Guard | None = Guard(config.guard, device=policy.settings.device)
         self.template = config.guard.principles_template if config.guard.states_principles else config.template
         self.persona: str | None = None  # SDPO holds no persona
-        self.token_advantages: dict[int, list[float]] = {}  # id(interaction) -> A_t per answer token, of the last step's update
+        self.last_advantages: dict[int, list[float]] = {}  # id(interaction) -> A_t per answer token, of the last step's update
 
     def record_fields(self, summary: dict) -> dict:
         return {"advantage": summary}
@@ -161,7 +161,7 @@ class SDPOTrainer:
     def step(self, batch: Sequence[Interaction]) -> StepResult:
         """One update from the interactions the guard lets through; the others get empty summaries."""
         assert self.guard is not None
-        self.token_advantages = {}
+        self.last_advantages = {}
         learn = self.guard.review(batch)
         counts = self.guard.metrics(batch)
         if not learn:
@@ -263,7 +263,7 @@ class SDPOTrainer:
         metrics["answer_tokens"] = float(teacher.mask.sum())
         per_interaction: list[dict] = [{} for _ in range(size)]
         signals: list[dict] = [{} for _ in range(size)]
-        self.token_advantages = {id(i): raw_adv[row][teacher.mask[row]].tolist() for row, i in enumerate(batch)}
+        self.last_advantages = {id(i): raw_adv[row][teacher.mask[row]].tolist() for row, i in enumerate(batch)}
         for row, n in enumerate(keep):
             values = raw_adv[row][teacher.mask[row]].tolist()
             pieces = [self.policy.tokenizer.decode([t]) for t in completions[row]]

@@ -199,14 +199,14 @@ class Learner:
             flagged = [i for i in batch if i.guard is not None and i.guard.skipped]
             if flagged:
                 state.skipped["flagged"] = state.skipped.get("flagged", 0) + len(flagged)
-            learned = [i for i in batch if id(i) in trainer.token_advantages]
+            learned = [i for i in batch if id(i) in trainer.last_advantages]
             if result.skipped is None and learned:
                 state.trained += len(learned)
                 state.updates += 1
                 shown = learned[-1]
                 pieces = [policy.tokenizer.decode([t]) for t in shown.response.token_ids]
                 last = {"followup": shown.followup.text, "followup_type": labels[id(shown)], "loss": result.metrics.get("loss"),
-                        "tokens": [[p, round(a, 4)] for p, a in zip(pieces, trainer.token_advantages[id(shown)])]}
+                        "tokens": [[p, round(a, 4)] for p, a in zip(pieces, trainer.last_advantages[id(shown)])]}
             elif result.skipped is not None:
                 state.skipped["update_skipped"] = state.skipped.get("update_skipped", 0) + len(batch) - len(flagged)
         state.applied += len(entries)
