@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -76,18 +78,29 @@ class HFEngine:
         self.step_times: list[float] | None = None  # when a list, each prefill and decode step appends its end time
 
     @torch.inference_mode()
-    def generate(self, contexts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+    def generate(self, contexts: Sequence[Sequence[int]], params: SamplingParams, *, on_token: OnToken | None = None,
+                 adapters: Sequence[str] | None = None) -> list[Generation]:
+        """Completions of ``contexts``, ``batch_size`` rows at a time. Step-wise hooks (they run the fast loop, whatever
+        ``impl``): ``on_token(i, token)`` sees each new token of context ``i`` as it is picked, and returning False ends
+        that row there, unfinished (a server streams and cancels through it); ``adapters`` names, per context, the peft
+        adapter its row decodes with ("__base__": none), so rows of different adapters share one batch."""
         out: list[Generation] = []
         for start in range(0, len(contexts), self.batch_size):
-            out.extend(self._generate_batch(contexts[start : start + self.batch_size], params))
+            end = start + self.batch_size
+            hook = None if on_token is None else functools.partial(_shifted, on_token, start)
+            out.extend(self._generate_batch(contexts[start:end], params, hook, None if adapters is None else adapters[start:end]))
         return out
 
-    def _generate_batch(self, contexts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+    def _generate_batch(self, contexts: Sequence[Sequence[int]], params: SamplingParams, on_token: OnToken | None = None,
+                        adapters: Sequence[str] | None = None) -> list[Generation]:
+        if on_token is not None or adapters is not None:
+            return self._fast_batch(contexts, params, on_token, adapters)
         if self.impl == "fast" or (self.impl == "auto" and (params.temperature <= 0 or self.linear == "onednn")):
             return self._fast_batch(contexts, params)
         return self._hf_batch(contexts, params)
 
-    def _fast_batch(self, contexts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+    def _fast_batch(self, contexts: Sequence[Sequence[int]], params: SamplingParams, on_token: OnToken | None = None,
+                    adapters: Sequence[str] | None = None) -> list[Generation]:
         policy = self.policy
         model, device, eos = policy.model, policy.device, policy.eos_token_id
         ids, mask = _left_pad(contexts, policy.pad_token_id)
@@ -97,21 +110,22 @@ class HFEngine:
         greedy = params.temperature <= 0
         tokens: list[list[int]] = [[] for _ in contexts]
         rows: list[int | None] = list(range(len(contexts)))  # row of the running batch -> its context, None once finished
+        names = list(adapters) if adapters is not None else None  # row of the running batch -> its adapter
         was_training = model.training
         model.eval()
         kernels = contextlib.ExitStack()
         if self.linear == "onednn":
             kernels.enter_context(_onednn_linears(model, len(contexts)))
         try:
-            cache, logits = self._prefill(ids, mask, positions, [len(c) for c in contexts], params.max_new_tokens)
+            cache, logits = self._prefill(ids, mask, positions, [len(c) for c in contexts], params.max_new_tokens, names)
             self._tick()
             for step in range(params.max_new_tokens):
                 nxt = _pick(logits, params, greedy)
                 finished = False
                 for row, tok in enumerate(nxt.tolist()):
-                    if rows[row] is not None:
-                        tokens[rows[row]].append(tok)
-                        if tok == eos:
+                    if (index := rows[row]) is not None:
+                        tokens[index].append(tok)
+                        if (on_token is not None and not on_token(index, tok)) or tok == eos:
                             rows[row], finished = None, True
                 running = sum(r is not None for r in rows)
                 if step + 1 == params.max_new_tokens or running == 0:
@@ -122,9 +136,11 @@ class HFEngine:
                     cache.batch_select_indices(index)
                     mask, positions, nxt = mask[index], positions[index], nxt[index]
                     rows = [rows[r] for r in keep]
+                    names = [names[r] for r in keep] if names is not None else None
                 mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
                 positions = positions[:, -1:] + 1
-                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1,
+                            **_adapter_kwargs(names))
                 logits = out.logits[:, -1].float()
                 self._tick()
         finally:
@@ -132,7 +148,8 @@ class HFEngine:
             model.train(was_training)
         return [Generation(text=policy.decode(t), token_ids=tuple(t), finished=bool(t) and t[-1] == eos) for t in tokens]
 
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, lengths: list[int], new_tokens: int):
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, lengths: list[int], new_tokens: int,
+                 adapters: list[str] | None = None):
         """Run the contexts, in groups of similar length so short rows are not padded to the longest one, into one
         preallocated KV cache laid out as the left-padded batch (padding slots zero and masked). Returns the cache and
         the last position's logits (float32) per row."""
@@ -147,7 +164,7 @@ class HFEngine:
             w = max(lengths[r] for r in group)
             part = DynamicCache(config=model.config)
             out = model(input_ids=ids[index, -w:], attention_mask=mask[index, -w:], position_ids=positions[index, -w:], cache=part,
-                        use_cache=True, logits_to_keep=1)
+                        use_cache=True, logits_to_keep=1, **_adapter_kwargs(None if adapters is None else [adapters[r] for r in group]))
             for layer, src in zip(cache.layers, part.layers):
                 layer.place(index, src.keys, src.values, len(lengths), width)
             last = out.logits[:, -1].float()
@@ -187,6 +204,18 @@ class HFEngine:
             tokens = row[: row.index(policy.eos_token_id) + 1] if finished else row
             results.append(Generation(text=policy.decode(tokens), token_ids=tuple(tokens), finished=finished))
         return results
+
+
+OnToken = Callable[[int, int], bool]
+
+
+def _shifted(on_token: OnToken, offset: int, index: int, token: int) -> bool:
+    return on_token(offset + index, token)
+
+
+def _adapter_kwargs(names: list[str] | None) -> dict:
+    """peft's mixed-adapter batch argument, when rows name their adapters."""
+    return {} if names is None else {"adapter_names": names}
 
 
 class _Ticker:
@@ -341,10 +370,18 @@ def cached_generate(policy: Policy, engine: Engine, contexts: list[list[int]], p
                       str(policy.model.dtype), torch.__version__, transformers.__version__])
     path = cache_dir() / "answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
     if path.is_file():
-        return [Generation(a["text"], tuple(a["token_ids"]), a["finished"]) for a in json.loads(path.read_text())]
-    answers = engine.generate(contexts, params)
+        return _read_answers(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
-    tmp.replace(path)
+    with path.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # processes that ask for the same answers at once (a sweep's cells): one generates, the others read
+        if path.is_file():
+            return _read_answers(path)
+        answers = engine.generate(contexts, params)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([{"text": a.text, "token_ids": list(a.token_ids), "finished": a.finished} for a in answers]))
+        tmp.replace(path)
     return answers
+
+
+def _read_answers(path: Path) -> list[Generation]:
+    return [Generation(a["text"], tuple(a["token_ids"]), a["finished"]) for a in json.loads(path.read_text())]

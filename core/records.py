@@ -6,6 +6,7 @@
     ``interactions.jsonl``  one InteractionRecord per interaction (prompt, answer, follow-up, advantage summary)
     ``metrics.jsonl``       TrainRecord per update and EvalRecord per evaluation point
     ``samples.jsonl``       SampleRecord per held-out answer at each evaluation point
+    ``signals.jsonl``       SignalRecord per trained interaction: the update's per-token signal (kept apart: it is the bulk)
     ``curve.png``, ``summary.md``, ``checkpoints/<arm>-s<seed>/``
 """
 
@@ -67,6 +68,22 @@ class InteractionRecord(_Record):
     label: str | None = Field(None, description="RLHI methods: the follow-up's type (core/followups.py: new_request, reattempt_with_feedback, reattempt_without_feedback, positive_feedback; runs before the vocabulary was unified wrote new, retry_feedback, retry_no_feedback, positive)")
     update: dict = Field(default_factory=dict, description="RLHI methods: what the update did with this interaction (label and who decided it, persona, "
                          "rewrite or candidates, rewards, kept or why not, chosen and rejected)")
+
+
+class SignalRecord(_Record):
+    """What one update made of one interaction, token by token (SDPO), or of its preference pair (RLHI methods).
+    Values are rounded to 4 decimals; a method that has nothing per token leaves the lists empty."""
+
+    arm: Arm
+    seed: int
+    index: int = Field(description="the interaction (InteractionRecord.index)")
+    step: int = Field(description="the update (InteractionRecord.step)")
+    tokens: list[str] = Field(default_factory=list, description="the answer's tokens, each decoded alone")
+    ids: list[int] = Field(default_factory=list, description="the answer's token ids")
+    advantage: list[float] = Field(default_factory=list, description="SDPO: A_t of each token (before centring and ignore_first_k)")
+    reference: str | None = Field(None, description="SDPO: the advantage reference, 'neutral' or 'plain'")
+    pair: dict | None = Field(None, description="RLHI methods: label, kept, rewards, and chosen / rejected as tokens with the DPO weight "
+                              "each token's log-probability got (+ chosen, − rejected)")
 
 
 class TrainRecord(_Record):

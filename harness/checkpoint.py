@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from core.errors import RunError
 from core.state_io import load_state, save_state
 
-LOGS = ("interactions.jsonl", "metrics.jsonl", "samples.jsonl")
+LOGS = ("interactions.jsonl", "metrics.jsonl", "samples.jsonl", "signals.jsonl")
 UNTRAINED_ARMS = ("initial", "oracle")
 
 

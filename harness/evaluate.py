@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.engine import Engine, Generation, SamplingParams, cached_generate
+from core.engine import Engine, SamplingParams, cached_generate
 from core.policy import Policy
 from core.records import Arm, EvalRecord, SampleRecord, WinRate
 from harness.config import EvalSettings, RunConfig
@@ -82,7 +82,7 @@ class Evaluator:
         ref_sim = (vectors * self.reference_vectors).sum(-1).tolist() if self.reference_vectors is not None else [1.0] * len(texts)
         kl = None  # the oracle's prompt differs from the policy's, so its drift is not measured
         if s.kl_prompts and arm in ("treated", "guarded", "control"):
-            kl = self._kl(policy, contexts[: s.kl_prompts], answers[: s.kl_prompts])
+            kl = kl_to_initial(policy, contexts[: s.kl_prompts], [a.token_ids for a in answers[: s.kl_prompts]])
         elif arm == "initial":
             kl = 0.0
         degeneration = [assess(a.text, a.finished, truncated_counts=s.truncated_is_degenerate) for a in answers]
@@ -135,20 +135,22 @@ class Evaluator:
             ))
         return records, samples
 
-    @torch.no_grad()
-    def _kl(self, policy: Policy, contexts: list[list[int]], answers: list[Generation], chunk: int = 2) -> float:
-        """Mean over answers of the per-token full-vocabulary KL(π_θ ‖ π_0) along each answer (``chunk`` answers at a
-        time: their full logits, two models' worth, dominate an arm's peak memory; 8 at a time added 1.6 GB, 2 add 0.2)."""
-        per_answer: list[float] = []
-        for i in range(0, len(contexts), chunk):
-            ctx, ys = contexts[i : i + chunk], [a.token_ids for a in answers[i : i + chunk]]
-            current = policy.score(ctx, ys, full_logits=True)  # outside initial(): under LoRA that switches the adapter off
-            with policy.initial() as initial:
-                before = initial.score(ctx, ys, full_logits=True)
-            log_p, log_q = current.logits.log_softmax(-1), before.logits.log_softmax(-1)
-            kl = (log_p.exp() * (log_p - log_q)).sum(-1) * current.mask
-            per_answer += (kl.sum(-1) / current.mask.sum(-1)).tolist()
-        return sum(per_answer) / len(per_answer)
+
+@torch.no_grad()
+def kl_to_initial(policy: Policy, contexts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], chunk: int = 2) -> float:
+    """Mean over completions of the per-token full-vocabulary KL(π_θ ‖ π_0) along each: π_θ is the policy as it is (under
+    LoRA: its active adapter on), π_0 the initial policy (the adapter off, or the snapshot). ``chunk`` completions at a
+    time: their full logits, two models' worth, dominate an arm's peak memory (8 at a time added 1.6 GB, 2 add 0.2)."""
+    per_answer: list[float] = []
+    for i in range(0, len(contexts), chunk):
+        ctx, ys = contexts[i : i + chunk], completions[i : i + chunk]
+        current = policy.score(ctx, ys, full_logits=True)  # outside initial(): under LoRA that switches the adapter off
+        with policy.initial() as initial:
+            before = initial.score(ctx, ys, full_logits=True)
+        log_p, log_q = current.logits.log_softmax(-1), before.logits.log_softmax(-1)
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1) * current.mask
+        per_answer += (kl.sum(-1) / current.mask.sum(-1)).tolist()
+    return sum(per_answer) / len(per_answer)
 
 
 def _win_fields(summary: WinRate, judge: str) -> dict:

@@ -20,7 +20,7 @@ import queue
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ from harness.checkpoint import (
 from harness.config import RunConfig
 from harness.evaluate import Evaluator, Preference, eval_system, oracle_system
 from harness.schedule import Schedule, build_schedule
+from harness.signals import write_signals
 from judges import build_judge, llm_usage
 from judges.relevance import Embedder
 from simulators import build_simulator
@@ -83,13 +84,15 @@ def build_trainer(config: RunConfig, schedule: Schedule, policy: Policy, engine:
     return build_method(TrainerInputs(config=config, policy=policy, engine=engine, arm=arm, seed=seed, neutral_pool=neutral_pool, user_at=user_at))
 
 
-def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False, schedule: Schedule | None = None) -> RunInfo:
+def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "", resume: bool = False, schedule: Schedule | None = None,
+                arms: Collection[str] | None = None) -> RunInfo:
     """Run every arm of ``config`` into ``run_dir`` and write the report. ``sink`` receives progress events.
 
     With ``resume``, ``run_dir`` holds a run that stopped (killed, failed): its log is repaired back to the arms'
     committed states and each unfinished arm continues from its own, exactly as if the run had not stopped.
     ``schedule``: the run's schedule when the caller built it already (``build_schedule(config)``); the profiles are
     read once per run, and every arm gets this schedule.
+    ``arms``: train only these arms (None: all). A run of some arms only (a sweep's shared control) writes no report.
     """
     from harness.report import write_report
 
@@ -120,11 +123,13 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "",
             if state is not None and state.finished:
                 sink({"type": "start", "arm": arm, "seed": seed, "total": config.interactions, "done": state.done})
                 sink({"type": "done", "arm": arm, "seed": seed})
-        jobs = [ArmJob(config, run_dir, arm, seed, reference, schedule) for (arm, seed), state in states.items() if state is None or not state.finished]
+        jobs = [ArmJob(config, run_dir, arm, seed, reference, schedule) for (arm, seed), state in states.items()
+                if (state is None or not state.finished) and (arms is None or arm in arms)]
         _run_jobs(jobs, config.jobs, collect)
         info.llm_usage = usage_records(usage)
         write_json(run_dir / "run.json", info)  # the report quotes the usage
-        write_report(run_dir)
+        if arms is None:
+            write_report(run_dir)
         info.status = "finished"
     except BaseException as exc:
         info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -308,6 +313,7 @@ def run_arm(job: ArmJob, sink: Sink) -> None:
         for interaction in batch:
             summary = {} if interaction.followup.failed is not None else next(summaries)
             append_jsonl(run_dir / "interactions.jsonl", _interaction_record(config.method, trainer, arm, seed, step, interaction, summary, profile))
+        write_signals(run_dir, arm, seed, step, [i.index for i in trained], result.signals)
         done = indices[-1] + 1
         last = (step, done)
         timings = {"generate": t1 - t0, "simulate": t2 - t1, "train": t3 - t2, "step": time.perf_counter() - t0}

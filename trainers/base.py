@@ -33,6 +33,7 @@ class StepResult:
     metrics: dict[str, float]
     per_interaction: list[dict] = field(default_factory=list)
     skipped: str | None = None  # why the update was not applied (e.g. a non-finite loss)
+    signals: list[dict] = field(default_factory=list)  # per interaction (same order, {}: none): SignalRecord fields (core/records.py)
 
 
 class Trainer(Protocol):

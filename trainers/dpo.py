@@ -33,6 +33,7 @@ class Update:
 
     metrics: dict[str, float]
     skipped: str | None = None
+    weights: tuple[float, ...] = ()  # per pair, the gradient weight on each chosen token's log-prob (rejected: its negative under DPO)
 
 
 class PreferenceOptimizer:
@@ -48,7 +49,7 @@ class PreferenceOptimizer:
     def update(self, pairs: Sequence[PreferencePair], objective: Objective) -> Update:
         if not pairs:
             return Update({"pairs": 0.0}, skipped="no preference pair kept")
-        loss, metrics = self._dpo(pairs) if objective == "dpo" else self._sft(pairs)
+        loss, metrics, weights = self._dpo(pairs) if objective == "dpo" else self._sft(pairs)
         metrics["pairs"] = float(len(pairs))
         if not torch.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
@@ -60,7 +61,7 @@ class PreferenceOptimizer:
             self.optimizer.zero_grad(set_to_none=True)
             return Update({**metrics, "loss": loss.item(), "grad_norm": grad_norm.item()}, skipped="non-finite gradient")
         self.optimizer.step()
-        return Update({**metrics, "loss": loss.item(), "grad_norm": grad_norm.item()})
+        return Update({**metrics, "loss": loss.item(), "grad_norm": grad_norm.item()}, weights=weights)
 
     def sequence_logprobs(self, pairs: Sequence[PreferencePair], policy: Policy) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(y⁺ | x) and log π(y⁻ | x) for every pair, in one batch."""
@@ -70,19 +71,21 @@ class PreferenceOptimizer:
         total = losses.sequence_logprob(scored.logprobs, scored.mask)
         return total[: len(pairs)], total[len(pairs) :]
 
-    def _dpo(self, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _dpo(self, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, dict[str, float], tuple[float, ...]]:
         with torch.no_grad(), self.policy.initial() as reference:
             ref_chosen, ref_rejected = self.sequence_logprobs(pairs, reference)
         chosen, rejected = self.sequence_logprobs(pairs, self.policy)
         loss, chosen_reward, rejected_reward = losses.dpo_loss(chosen, rejected, ref_chosen, ref_rejected, self.beta)
         margin = chosen_reward - rejected_reward
+        weights = tuple((self.beta * torch.sigmoid(-margin) / len(pairs)).tolist())  # −∂loss/∂log π(y⁺_t)
         return loss, {
             "chosen_reward": chosen_reward.mean().item(),
             "rejected_reward": rejected_reward.mean().item(),
             "margin": margin.mean().item(),
             "accuracy": (margin > 0).float().mean().item(),
-        }
+        }, weights
 
-    def _sft(self, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _sft(self, pairs: Sequence[PreferencePair]) -> tuple[torch.Tensor, dict[str, float], tuple[float, ...]]:
         scored = self.policy.score([p.context_ids for p in pairs], [p.chosen for p in pairs])
-        return losses.nll_loss(scored.logprobs, scored.mask), {"chosen_tokens": float(scored.mask.sum())}
+        weights = tuple(1 / (len(p.chosen) * len(pairs)) for p in pairs)
+        return losses.nll_loss(scored.logprobs, scored.mask), {"chosen_tokens": float(scored.mask.sum())}, weights

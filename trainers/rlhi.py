@@ -198,7 +198,22 @@ class RLHITrainer:
         update = self.optimizer.update(pairs, self.recipe.objective)
         metrics = {**update.metrics, "kept": float(sum(bool(s.get("kept")) for s in summaries)),
                    "feedback_labels": float(sum(lab.label == "reattempt_with_feedback" for lab in labels))}
-        return StepResult(metrics=metrics, per_interaction=summaries, skipped=update.skipped)
+        return StepResult(metrics=metrics, per_interaction=summaries, skipped=update.skipped, signals=self._signals(summaries, pairs, update.weights))
+
+    def _signals(self, summaries: list[dict], pairs: list[PreferencePair], weights: tuple[float, ...]) -> list[dict]:
+        """signals.jsonl rows: for each interaction whose pair was kept (pairs follow the interactions' order), the label, the
+        rewards and both sides' tokens with the gradient weight on each token's log-prob (None: the update was not applied)."""
+        out: list[dict] = [{} for _ in summaries]
+        owners = [n for n, summary in enumerate(summaries) if summary.get("kept")]
+        dpo = self.recipe.objective == "dpo"
+        for n, pair, weight in zip(owners, pairs, weights or (None,) * len(pairs)):
+            w = round(weight, 4) if weight is not None else None
+            rejected_w = None if w is None else -w if dpo else 0.0
+            sides = {side: {"tokens": [self.policy.tokenizer.decode([t]) for t in ids], "weight": sw}
+                     for side, ids, sw in (("chosen", pair.chosen, w), ("rejected", pair.rejected, rejected_w))}
+            rewards = {k: round(summaries[n][k], 4) for k in ("reward_chosen", "reward_rejected") if summaries[n].get(k) is not None}
+            out[n] = {"pair": {"label": summaries[n]["label"], "objective": self.recipe.objective, **rewards, **sides}}
+        return out
 
     def _persona(self, index: int) -> tuple[str | None, str]:
         source = self.config.persona.source

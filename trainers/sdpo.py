@@ -108,6 +108,7 @@ class SDPOTrainer:
         self.guard: Guard | None = Guard(config.guard, device=policy.settings.device)
         self.template = config.guard.principles_template if config.guard.states_principles else config.template
         self.persona: str | None = None  # SDPO holds no persona
+        self.token_advantages: dict[int, list[float]] = {}  # id(interaction) -> A_t per answer token, of the last step's update
 
     def record_fields(self, summary: dict) -> dict:
         return {"advantage": summary}
@@ -160,19 +161,51 @@ class SDPOTrainer:
     def step(self, batch: Sequence[Interaction]) -> StepResult:
         """One update from the interactions the guard lets through; the others get empty summaries."""
         assert self.guard is not None
+        self.token_advantages = {}
         learn = self.guard.review(batch)
         counts = self.guard.metrics(batch)
         if not learn:
             return StepResult(metrics=counts, per_interaction=[{} for _ in batch], skipped=f"every follow-up flagged unsafe (guard {self.config.guard.mode})")
         result = self._update(learn)
         summaries = {id(i): s for i, s in zip(learn, result.per_interaction)}
+        signals = {id(i): s for i, s in zip(learn, result.signals)}
         result.metrics.update(counts)
         result.per_interaction = [summaries.get(id(i), {}) for i in batch]
+        result.signals = [signals.get(id(i), {}) for i in batch]
         return result
+
+    def token_advantages(self, batch: Sequence[Interaction], followups: Sequence[str]) -> list[list[float]]:
+        """A_t of each answer's tokens were the user to reply ``followups[n]`` to ``batch[n]`` (same reference, clip and
+        end-of-turn handling as an update; nothing is updated). `hindsight signal` draws these."""
+        completions = [self.completion(i) for i in batch]
+        with torch.no_grad():
+            teacher, base, _ = self._reference_scores(batch, completions, followups, full=False)
+            if base is None:
+                base = self.policy.score([i.context_ids for i in batch], completions)
+        adv = self._raw_advantage(teacher, base.logprobs)
+        return [adv[row][teacher.mask[row]].tolist() for row in range(len(batch))]
+
+    def _reference_scores(self, batch: Sequence[Interaction], completions: list[list[int]], followups: Sequence[str], full: bool):
+        """The answers scored by the teacher (``config.teacher``) under the hindsight prompt holding ``followups`` and under
+        the reference context (None for the plain reference: the student's own detached scores), and the neutral
+        follow-ups used."""
+        policy = self.policy
+        neutral = [self.neutral_followup(i) for i in batch] if self.config.advantage_reference == "neutral" else None
+        with self.teacher() as scorer:
+            teacher = scorer.score([policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, followups)], completions, full_logits=full)
+            if neutral is None:
+                return teacher, None, None  # the plain prompt: the student's own (detached) scores, whichever the teacher
+            base = scorer.score([policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, neutral)], completions, full_logits=full)
+        return teacher, base, neutral
+
+    def _raw_advantage(self, teacher, base_logprobs: torch.Tensor) -> torch.Tensor:
+        raw = (teacher.logprobs - base_logprobs).masked_fill(~teacher.mask, 0.0)
+        clip = self.config.advantage_clip
+        return raw.clamp(-clip, clip) if clip is not None else raw
 
     def _update(self, batch: Sequence[Interaction]) -> StepResult:
         cfg, policy = self.config, self.policy
-        completions = [self._completion(i) for i in batch]
+        completions = [self.completion(i) for i in batch]
         keep = [n for n, y in enumerate(completions) if y]
         if not keep:
             return StepResult(metrics={}, per_interaction=[{} for _ in batch], skipped="no answer tokens to train on")
@@ -181,20 +214,13 @@ class SDPOTrainer:
         completions = [completions[n] for n in keep]
         full = cfg.loss != "sampled_token"
         student_ctx = [i.context_ids for i in batch]
-        hindsight_ctx = [policy.encode_chat(self.hindsight_messages(i, i.followup.text)) for i in batch]
-        neutral = [self.neutral_followup(i) for i in batch] if cfg.advantage_reference == "neutral" else None
-
-        with torch.no_grad(), self.teacher() as scorer:
-            teacher = scorer.score(hindsight_ctx, completions, full_logits=full)
-            if neutral is not None:
-                base_ctx = [policy.encode_chat(self.hindsight_messages(i, o)) for i, o in zip(batch, neutral)]
-                base = scorer.score(base_ctx, completions, full_logits=full)
-            else:
-                base = None  # the plain prompt: the student's own (detached) scores, whichever the teacher
-        ref = None
-        if cfg.kl_anchor > 0:
-            with torch.no_grad(), policy.initial() as initial:
-                ref = initial.score(student_ctx, completions).logprobs
+        with torch.no_grad():
+            # base None: the plain prompt under the current weights == the student's own (detached) scores
+            teacher, base, neutral = self._reference_scores(batch, completions, [i.followup.text for i in batch], full)
+            ref = None
+            if cfg.kl_anchor > 0:
+                with policy.initial() as initial:
+                    ref = initial.score(student_ctx, completions).logprobs
 
         mask = teacher.mask.clone()
         if cfg.ignore_first_k:
@@ -205,10 +231,7 @@ class SDPOTrainer:
             student = policy.score(student_ctx, completions, full_logits=full)
             if old_logprobs is None:
                 old_logprobs = student.logprobs.detach()
-                base_lp = base.logprobs if base is not None else old_logprobs
-                raw_adv = (teacher.logprobs - base_lp).masked_fill(~teacher.mask, 0.0)
-                if cfg.advantage_clip is not None:
-                    raw_adv = raw_adv.clamp(-cfg.advantage_clip, cfg.advantage_clip)
+                raw_adv = self._raw_advantage(teacher, base.logprobs if base is not None else old_logprobs)
                 advantages = losses.centre(raw_adv, mask) if cfg.centre else raw_adv.masked_fill(~mask, 0.0)
             if cfg.loss == "sampled_token":
                 loss = losses.policy_gradient_loss(student.logprobs, old_logprobs, advantages, mask, cfg.clip_eps)
@@ -239,20 +262,24 @@ class SDPOTrainer:
         metrics["advantage_mean"] = float((raw_adv * valid).sum() / valid.sum().clamp(min=1))
         metrics["answer_tokens"] = float(teacher.mask.sum())
         per_interaction: list[dict] = [{} for _ in range(size)]
+        signals: list[dict] = [{} for _ in range(size)]
+        self.token_advantages = {id(i): raw_adv[row][teacher.mask[row]].tolist() for row, i in enumerate(batch)}
         for row, n in enumerate(keep):
-            per_interaction[n] = self._summary(raw_adv[row], teacher.mask[row], completions[row], neutral[row] if neutral else None)
-        return StepResult(metrics=metrics, per_interaction=per_interaction)
+            values = raw_adv[row][teacher.mask[row]].tolist()
+            pieces = [self.policy.tokenizer.decode([t]) for t in completions[row]]
+            per_interaction[n] = self._summary(values, pieces, completions[row], neutral[row] if neutral else None)
+            signals[n] = {"tokens": pieces, "ids": completions[row], "advantage": [round(v, 4) for v in values], "reference": cfg.advantage_reference}
+        return StepResult(metrics=metrics, per_interaction=per_interaction, signals=signals)
 
-    def _completion(self, interaction: Interaction) -> list[int]:
+    def completion(self, interaction: Interaction) -> list[int]:
+        """The answer tokens an update trains on (and scores): the end-of-turn token dropped unless include_eos."""
         tokens = list(interaction.response.token_ids)
         if not self.config.include_eos and interaction.response.finished:
             tokens = tokens[:-1]
         return tokens
 
-    def _summary(self, adv: torch.Tensor, mask: torch.Tensor, tokens: list[int], neutral: str | None) -> dict:
+    def _summary(self, values: list[float], pieces: list[str], tokens: list[int], neutral: str | None) -> dict:
         """Per-answer advantage statistics and the tokens the follow-up pushed hardest either way."""
-        values = adv[mask].tolist()
-        pieces = [self.policy.tokenizer.decode([t]) for t in tokens]
         order = sorted(range(len(values)), key=values.__getitem__)
         summary = {
             "mean": sum(values) / len(values),

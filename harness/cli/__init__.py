@@ -4,10 +4,10 @@
 
 - base: the app, its consoles, one-line errors, --version
 - options: shared typed options and their enums, RunOptions (personalize's options); overrides: options → config, --set
-- experiments: personalize, flip, continual, redteam; train: train (offline)
-- runs: runs, show, compare, report
+- experiments: personalize, flip, continual, redteam; sweep: sweep (a grid of runs, its status and report); train: train (offline)
+- runs: runs, show, compare, report; view: view (the browser viewer), signal (per-token advantage heatmaps)
 - judge: usereval, judge; data: data stats, data usereval
-- eval: eval, regress; models: models warm, cache, serve; profiles: profiles list/show/validate
+- eval: eval, regress; models: models warm, cache, serve; chat: chat (a learning server's terminal client); profiles: profiles list/show/validate
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import importlib
 from harness.cli.base import app, run_app
 
 # imported in this order, the command groups register their commands in the order `hindsight --help` lists them
-for _group in ("experiments", "runs", "judge", "data", "train", "profiles", "models", "eval"):
+for _group in ("experiments", "sweep", "runs", "view", "judge", "data", "train", "profiles", "models", "chat", "eval"):
     importlib.import_module(f"harness.cli.{_group}")
 
 from harness.cli.experiments import personalize  # noqa: E402  (the command: its signature lists every option)

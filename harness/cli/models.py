@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from harness.cli.base import app, console
-from harness.cli.options import Device, DeviceOption, plain
+from harness.cli.options import Device, DeviceOption, GuardMode, plain
 
 models_app = typer.Typer(help="The embedded models and the conversion cache.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -64,18 +65,40 @@ def serve(
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one (printed).", min=0, max=65535)] = 8000,
     device: DeviceOption = Device("auto"),  # type: ignore[valid-type]
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's own choice).", min=1)] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens one request may ask for (never more than the context left).", min=1,
+                                            rich_help_panel="Limits")] = 2048,
+    default_tokens: Annotated[int, typer.Option(help="Tokens generated when a request names no max_tokens.", min=1, rich_help_panel="Limits")] = 256,
+    max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).", min=1024, rich_help_panel="Limits")] = 1 << 20,
+    batch: Annotated[int, typer.Option(help="Most requests decoded together in one batch.", min=1, rich_help_panel="Limits")] = 16,
+    batch_window: Annotated[float, typer.Option(help="Milliseconds to wait for more requests to join a batch.", min=0,
+                                                rich_help_panel="Limits")] = 20.0,
+    rate_limit: Annotated[Optional[float], typer.Option(help="Requests per minute per user (429 above); needs --keys.", min=0.01,
+                                                        rich_help_panel="Limits")] = None,
+    keys: Annotated[Optional[Path], typer.Option(help="YAML keys file: 'keys: {API_KEY: user_id}' and 'admin: KEY'; without it no key is "
+                                                 "asked for.", rich_help_panel="Users")] = None,
+    learn: Annotated[bool, typer.Option("--learn", help="Learn from each user's follow-ups: a LoRA adapter per user, trained online by SDPO "
+                                        "(needs --keys).", rich_help_panel="Users")] = False,
+    state: Annotated[Path, typer.Option(help="--learn: folder of the interaction journal and the users' adapters (reloaded on restart).",
+                                        rich_help_panel="Users")] = Path("serve-state"),
+    learn_batch: Annotated[int, typer.Option(help="--learn: interactions per update of a user's adapter.", min=1, rich_help_panel="Users")] = 4,
+    learn_idle: Annotated[float, typer.Option(help="--learn: seconds of a user's silence after which a partial batch is applied.", min=0,
+                                              rich_help_panel="Users")] = 5.0,
+    lr: Annotated[float, typer.Option(help="--learn: the adapters' learning rate.", min=1e-12, rich_help_panel="Users")] = 2e-4,
+    guard: Annotated[GuardMode, typer.Option(  # type: ignore[valid-type]
+        help="--learn: the update guard (skip_flagged: follow-ups the safety flagger marks are left out).", rich_help_panel="Users",
+    )] = GuardMode("skip_flagged"),
 ) -> None:
-    """Serve a policy as an OpenAI-compatible endpoint (POST /v1/chat/completions, GET /v1/models) until Ctrl-C.
+    """Serve a policy as an OpenAI-compatible endpoint until Ctrl-C: chat completions (streaming too) and models.
 
-    Use it as an LLM user or judge: --simulator llm --simulator-model openai/NAME --api-base http://HOST:PORT/v1
+    Use it as an LLM user or judge: --simulator llm --simulator-model openai/NAME --api-base http://HOST:PORT/v1.
+    With --learn --keys FILE each user (an API key) gets a LoRA adapter that learns from their follow-ups; /admin/users
+    (admin key) lists them with their KL; `hindsight chat --server URL` talks to it.
     """
-    from harness.serve import load_server
+    from harness.serve.server import start_server
 
-    server = load_server(model, host, port, plain(device), threads)
-    typer.echo(f"serving {model} at {server.url} (model name '{server.model_name}'; Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server = start_server(model=model, host=host, port=port, device=plain(device), threads=threads, max_tokens=max_tokens,
+                          default_tokens=default_tokens, max_body=max_body, batch=batch, window=batch_window / 1000, rate_limit=rate_limit,
+                          keys=keys, learn=learn, state=state, learn_batch=learn_batch, learn_idle=learn_idle, lr=lr, guard=plain(guard))
+    mode = f"; learning per user into {state}" if learn else ""
+    typer.echo(f"serving {model} at {server.url} (model name '{server.service.model_name}'{mode}; Ctrl-C stops)")
+    server.wait()

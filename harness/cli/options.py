@@ -44,10 +44,12 @@ RewardKind = _choices("RewardKind", ("rules", "llm", "model"))
 ClassifierKind = _choices("ClassifierKind", ("heuristic", "llm", "local"))
 EvalPersona = _choices("EvalPersona", ("off", "trainer", "profile"))
 Guard = _choices("Guard", ("principles", "skip_flagged", "both"))
+GuardMode = _choices("GuardMode", ("none", "principles", "skip_flagged", "both"))  # `hindsight serve --learn`
 Flagger = _choices("Flagger", ("rules", "llm", "local"))
 TrainMethod = _choices("TrainMethod", ("sdpo", "sft"))
 Schedule = _choices("Schedule", ("cosine", "constant"))
 Backend = _choices("Backend", ("auto", "hf", "vllm"))
+Executor = _choices("Executor", ("local", "ray"))  # `hindsight sweep`: where its cells run
 
 
 def registry_choice(names: Callable[[], list[str]], metavar: str) -> dict[str, Any]:

@@ -132,3 +132,59 @@ def test_auto_picks_the_loop_by_linears(policy, contexts, monkeypatch):
         engine.generate(contexts[:4], SamplingParams(max_new_tokens=8, temperature=1.0))
     assert HFEngine(policy).linear == "onednn"
     assert used == ["fast", "fast", "fast", "hf"]
+
+
+def test_processes_asking_for_the_same_untrained_answers_at_once_generate_them_once(tmp_path, monkeypatch):
+    """A sweep's cells start together and ask for the same cached answers: one generates them, the others wait and read."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from core.engine import Generation, cached_generate
+
+    monkeypatch.setenv("HINDSIGHT_CACHE", str(tmp_path))
+    calls = []
+
+    class Slow:
+        batch_size = 2
+
+        def generate(self, contexts, params):
+            calls.append(len(contexts))
+            time.sleep(0.5)
+            return [Generation(f"answer {i}", (i, 2), True) for i in range(len(contexts))]
+
+    policy = SimpleNamespace(model=SimpleNamespace(name_or_path=str(tmp_path), dtype=torch.float32), device=torch.device("cpu"))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(cached_generate(policy, Slow(), [[1, 2], [3]], SamplingParams(8, 0.0)))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [2] and len(got) == 3 and all(answers == got[0] for answers in got)
+    assert [p.suffix for p in (tmp_path / "answers").iterdir() if p.suffix not in (".json", ".lock")] == []  # no temp file left
+
+
+def test_the_step_hook_sees_every_token_and_ends_only_the_rows_it_stops(policy, contexts):
+    """``on_token`` changes nothing while it returns True (greedy: the same tokens); a row it stops ends there, unfinished,
+    and the other rows decode exactly as before (the server streams, caps and cancels through it)."""
+    params = SamplingParams(max_new_tokens=24, temperature=0.0)
+    picked = contexts[:4]
+    plain = HFEngine(policy, batch_size=4).generate(picked, params)
+    seen: dict[int, list[int]] = {i: [] for i in range(len(picked))}
+
+    def watch(index: int, token: int) -> bool:
+        seen[index].append(token)
+        return True
+
+    assert HFEngine(policy, batch_size=4).generate(picked, params, on_token=watch) == plain
+    assert [tuple(seen[i]) for i in range(len(picked))] == [g.token_ids for g in plain]
+    longest = max(range(len(picked)), key=lambda i: len(plain[i].token_ids))
+    counts = [0] * len(picked)
+
+    def cut(index: int, token: int) -> bool:  # ends the longest answer at its 4th token
+        counts[index] += 1
+        return index != longest or counts[index] < 4
+
+    stopped = HFEngine(policy, batch_size=2).generate(picked, params, on_token=cut)  # batches of 2: indices are the contexts'
+    assert stopped[longest].token_ids == plain[longest].token_ids[:4] and not stopped[longest].finished
+    assert [g for i, g in enumerate(stopped) if i != longest] == [g for i, g in enumerate(plain) if i != longest]

@@ -1,7 +1,7 @@
 """The cached LLM client over real HTTP: zero new calls on rerun, what the key covers, token and cost accounting, the CLI.
 
 A stdlib OpenAI-compatible server stands in for a paid provider (it is what lets litellm price a known model
-offline); the real SmolLM2 behind `hindsight serve` is exercised in test_serve.py.
+offline); the real SmolLM2 behind `hindsight serve` is exercised in tests/harness/serve/.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def test_repair_drops_torn_lines_and_work_after_the_commit(tmp_path):
 def _log(run) -> dict[str, list[str]]:
     """Each log's records, volatile fields removed, sorted (arms write concurrently, so line order may differ)."""
     out = {}
-    for name in ("interactions.jsonl", "metrics.jsonl", "samples.jsonl"):
+    for name in ("interactions.jsonl", "metrics.jsonl", "samples.jsonl", "signals.jsonl"):
         rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
         out[name] = sorted(json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True) for r in rows)
     return out

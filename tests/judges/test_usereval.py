@@ -7,13 +7,12 @@ import json
 import os
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from core.llm_client import LLMClient, LLMSettings, ResponseCache
-from harness.serve import PolicyServer
+from harness.serve import serve_policy
 from judges.backends import LiteLLMBackend
 from judges.usereval import AXES, PERSONA_SYSTEM, UserEval, UserEvalResult, UserEvalRow, persona_messages
 from simulators.profile import load_profile
@@ -118,16 +117,11 @@ def test_usereval_rejects_bad_rows_in_one_line(base, tmp_path):
 
 
 def test_the_served_smollm2_judges_every_axis_and_writes_a_persona(policy, tmp_path):
-    server = PolicyServer(policy, model_name="smollm2", port=0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serve_policy(policy, "smollm2") as server:
         client = LLMClient(LLMSettings(model="openai/smollm2", api_base=server.url, max_tokens=4, retries=0), ResponseCache(tmp_path))
         persona_client = LLMClient(LLMSettings(model="openai/smollm2", api_base=server.url, max_tokens=24, retries=0), ResponseCache(tmp_path))
         result = UserEval(LiteLLMBackend(client), persona_client).evaluate([UserEvalRow.model_validate(ROWS[0])])
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert result.rows[0].persona and server.completions == 1 + 3 * 2
+    assert result.rows[0].persona and server.service.completions == 1 + 3 * 2
     for axis, summary in result.axes.items():
         assert summary.wins + summary.losses + summary.ties + summary.invalid == 1
         assert result.rows[0].verdicts[axis] in ("A", "B", "tie", "invalid") and len(result.rows[0].raw[axis]) == 2

@@ -8,7 +8,7 @@ import torch
 
 from core.engine import Generation, HFEngine
 from core.interaction import Followup, Interaction
-from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, TrainRecord, read_jsonl
+from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SignalRecord, TrainRecord, read_jsonl
 from harness.config import RunConfig
 from judges.reward import Reward
 from simulators.profile import load_profile
@@ -79,6 +79,12 @@ def test_rewrite_trainer_explains_each_interaction_and_round_trips_its_state(fre
     assert first["kept"] is True and first["why"] == "kept" and result.metrics["pairs"] == 1 and result.skipped is None
     assert first["chosen"] == first["rewrite"] and first["rejected"] == LONG
     assert "chosen" not in second and "rejected" not in second
+    # signals.jsonl: the kept pair's tokens, rewards and DPO weight β·σ(−margin)/pairs = 0.1 · 0.5 at the first step (π = π_ref)
+    pair = result.signals[0]["pair"]
+    assert result.signals[1] == {} and pair["label"] == "reattempt_with_feedback" and pair["objective"] == "dpo"
+    assert "".join(pair["rejected"]["tokens"]) == policy.tokenizer.decode(batch[0].response.token_ids)
+    assert (pair["chosen"]["weight"], pair["rejected"]["weight"]) == (0.05, -0.05)
+    assert (pair["reward_chosen"], pair["reward_rejected"]) == (round(first["reward_chosen"], 4), round(first["reward_rejected"], 4))
     assert trainer.history == ["How do I cook rice?", "Too long. I just need the short version.", "What is a noun?", "Thanks, that works."]
 
     state = trainer.state_dict()
@@ -138,6 +144,12 @@ def test_every_method_runs_from_the_cli(tmp_path, method):
     assert kept, [r.update["why"] for r in records]
     for r in kept:
         assert r.update["why"] == "kept" and r.update["chosen"] != r.update["rejected"]
+    signals = {s.index: s for s in read_jsonl(run / "signals.jsonl", SignalRecord)}
+    assert sorted(signals) == sorted(r.index for r in kept)  # one signal per kept pair, none for the others
+    for r in kept:
+        pair = signals[r.index].pair
+        assert pair["objective"] == recipe.objective and pair["chosen"]["weight"] > 0 and signals[r.index].advantage == []
+        assert pair["rejected"]["weight"] == (0.0 if recipe.objective == "sft" else -pair["chosen"]["weight"])
         if key == "rewrite":
             assert (r.update["chosen"], r.update["rejected"]) == (r.update["rewrite"], r.response)
         else:

@@ -1,5 +1,6 @@
 """The SDPO trainer on the real SmolLM2: what must and must not move the weights."""
 
+import pytest
 import torch
 
 from core.interaction import Followup, Interaction
@@ -59,9 +60,30 @@ def test_a_complaint_lowers_the_answers_probability_and_is_summarised(fresh_poli
             assert {"loss", "grad_norm", "kl_anchor", "advantage_mean"} <= set(result.metrics)
 
 
-def test_template_must_have_both_placeholders():
-    import pytest
+def test_each_tokens_advantage_is_recorded_and_token_advantages_scores_it_the_same_way(fresh_policy):
+    """The update's signal (signals.jsonl) is its advantage token by token, and ``token_advantages`` (`hindsight signal`)
+    gives the same numbers for the same follow-up and weights, under either advantage reference."""
+    complaint = "Way too long. One sentence, please."
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    for reference in ("neutral", "plain"):
+        fresh_policy.model.load_state_dict(untrained)
+        trainer = SDPOTrainer(fresh_policy, SDPOConfig(advantage_reference=reference, lr=1e-4), seed=0)
+        interaction = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, complaint)
+        predicted = trainer.token_advantages([interaction], [complaint])[0]
+        other = trainer.token_advantages([interaction], ["Thanks, that works."])[0]
+        result = trainer.step([interaction])
+        signal, summary = result.signals[0], result.per_interaction[0]
+        tokens = list(interaction.response.token_ids)
+        assert signal["ids"] == tokens and signal["reference"] == reference
+        assert "".join(signal["tokens"]) == fresh_policy.tokenizer.decode(tokens)
+        assert len(signal["advantage"]) == len(tokens) == summary["tokens"]
+        assert signal["advantage"] == [round(v, 4) for v in signal["advantage"]]  # compact: 4 decimals
+        assert signal["advantage"] == pytest.approx(predicted, abs=2e-4), reference
+        assert min(signal["advantage"]) == pytest.approx(summary["min"], abs=1e-4) and max(signal["advantage"]) == pytest.approx(summary["max"], abs=1e-4)
+        assert sum(predicted) < sum(other) - 1.0  # the complaint pushes the long answer down more than a satisfied reply does
 
+
+def test_template_must_have_both_placeholders():
     with pytest.raises(ValueError):
         SDPOConfig(template="no placeholders here")
 

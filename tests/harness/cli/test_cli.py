@@ -82,6 +82,7 @@ def test_the_enums_list_exactly_the_component_layers_choices():
     assert values(options.EvalPersona) == field(harness.config.EvalSettings, "persona")
     assert values(options.ClassifierKind) == field(RLHIConfig, "classifier")
     assert values(options.Guard) == [g for g in typing.get_args(GuardMode) if g != "none"]
+    assert values(options.GuardMode) == list(typing.get_args(GuardMode))
     assert values(options.TrainMethod) == field(OfflineConfig, "method") and values(options.Schedule) == field(OfflineConfig, "schedule")
     assert values(options.Backend) == list(typing.get_args(Backend))
 

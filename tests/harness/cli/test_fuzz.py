@@ -25,7 +25,7 @@ from simulators.profile import load_profile_file
 
 from conftest import HINDSIGHT, run_cli
 
-EXAMPLES = {"loader": 100, "cli": 60, "subprocess": 4}  # 4 loaders × 100 + 2 × 60 in-process CLI + 4 subprocess runs
+EXAMPLES = {"loader": 100, "cli": 60, "subprocess": 4}  # 4 loaders × 100 + 3 × 60 in-process CLI + 4 subprocess runs
 FAST = settings(max_examples=EXAMPLES["loader"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLI = settings(max_examples=EXAMPLES["cli"], deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FOLDER = Path(tempfile.mkdtemp(prefix="hindsight-fuzz-"))
@@ -156,6 +156,20 @@ KEYS = st.sampled_from(["trainer.lr", "interactions", "batch_size", "eval.every"
 def test_set_values_through_the_cli(items):
     code, stderr = cli("personalize", *[a for item in items for a in ("--set", item)], "--dry-run")
     assert_one_line_error(code, stderr)
+
+
+SPEC_KEYS = ["name", "profiles", "seeds", "methods", "set", "grid", "trainer.lr", "interactions", "eval.every", "all", "concise", "sdpo"]
+spec_values = values | st.sampled_from(["all", "concise", "sdpo", ["concise", "no_emojis"], ["sdpo"], 2, [0, 1], {"trainer.lr": [1e-5, 2e-5]}])
+
+
+@CLI
+@given(st.one_of(documents(SPEC_KEYS), st.dictionaries(st.sampled_from(SPEC_KEYS), spec_values, max_size=6).map(lambda d: yaml.safe_dump(d).encode())))
+def test_sweep_specs_through_the_cli(data):
+    path = file_of(data, "spec.yaml")
+    code, stderr = cli("sweep", str(path), "--dry-run")
+    assert_one_line_error(code, stderr)
+    if code == 2:
+        assert str(path) in stderr, stderr
 
 
 @settings(max_examples=EXAMPLES["subprocess"], deadline=None)

@@ -1,0 +1,132 @@
+"""The driver: run a plan's tasks on an executor into the sweep folder (harness/sweep/folder.py), shared controls before
+the cells that take their control arm from them, and write the report at the end.
+
+Rerunning the same sweep skips finished tasks and resumes the others from their checkpoints; only one driver runs a
+sweep at a time (``driver.lock``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import replace
+from typing import Any
+
+from core.errors import UserInputError
+from core.records import now
+from harness.checkpoint import write_atomic
+from harness.config import RunConfig
+from harness.runs import flatten
+from harness.sweep.executors import Executor
+from harness.sweep.folder import SweepFolder
+from harness.sweep.spec import Plan
+from harness.sweep.worker import Sink, Task, TaskResult, control_records, finished
+
+
+def tasks(plan: Plan, folder: SweepFolder, records_back: bool, command: str) -> list[Task]:
+    """Shared controls first, then the cells (seed by seed, so that one profile's cells do not start together)."""
+    root, token = str(folder.folder.resolve()), folder.token()
+    out = [Task(s.id, "control", f"shared/{s.id}", s.config, s.schedule, root, token, 1, records_back=records_back,
+                command=f"{command} (shared control of {len(s.cells)} cells)") for s in plan.controls]
+    return out + [Task(c.id, "cell", f"runs/{c.id}", c.config, c.schedule, root, token, min(c.config.jobs, c.arms()), control=c.control,
+                       records_back=records_back, command=f"{command} (cell {c.id})") for c in plan.cells]
+
+
+def check_cells(plan: Plan, folder: SweepFolder) -> None:
+    """A cell folder from an earlier session must hold the same run: a changed spec gets a new sweep name."""
+    for cell in plan.cells:
+        path = folder.path("runs", cell.id, "config.yaml")
+        if path.is_file():
+            old, new = flatten(RunConfig.from_file(path).model_dump(mode="json")), flatten(cell.config.model_dump(mode="json"))
+            differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            if differ:
+                raise UserInputError(f"{path.parent} holds a run with another config ({', '.join(differ[:4])} differ): the spec changed since; "
+                                     "give this sweep another name (--name) or remove that folder")
+
+
+def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, records_back: bool = False, command: str = "") -> dict[str, Any]:
+    """Run every unfinished task of ``plan``, at most what ``executor`` allows at once; a cell starts once its shared control
+    has finished. Returns the counts and the failures; the report is written at the end, whatever finished."""
+    from harness.sweep.report import write_report
+
+    folder.folder.mkdir(parents=True, exist_ok=True)
+    with folder.driving():
+        check_cells(plan, folder)
+        write_atomic(folder.path("plan.json"), json.dumps(plan.describe(), indent=1))
+        spec = plan.source.read_text(encoding="utf-8")
+        write_atomic(folder.path("spec.yaml"), spec + (f"\n# command line: {command}\n" if command else ""))
+        start, started = time.perf_counter(), now()
+        session = {"started": started, "finished": None, "seconds": None, "executor": executor.description, "command": command}
+        sessions = folder.sessions()
+        all_tasks = tasks(plan, folder, records_back, command)
+        pending = [t for t in all_tasks if not finished(folder.path(t.folder))]
+        to_run = len(pending)
+        folder.log(f"driver pid {os.getpid()} on {socket.gethostname()}: {executor.description}; {len(pending)} of {len(all_tasks)} tasks to run")
+        sink({"type": "sweep", "total": len(all_tasks), "pending": len(pending), "executor": executor.description})
+        failed: dict[str, str] = {}
+        running: dict[str, Task] = {}
+
+        def handle(event: dict) -> None:
+            if event.get("type") == "task" and event.get("state") == "running":
+                folder.set_status(event["task"], state="running", node=event["node"], host=event["host"], pid=event["pid"], started=now(), error=None)
+                folder.log(f"start {event['task']} on node {event['node']} (host {event['host']}, pid {event['pid']})")
+            elif event.get("type") in ("start", "step"):  # interactions done per arm: progress whatever the executor
+                arms = {**folder.status(event["task"]).get("arms", {}), f"{event['arm']}-s{event['seed']}": event["done"]}
+                folder.set_status(event["task"], arms=arms)
+            sink(event)
+
+        try:
+            while pending or running:
+                for task in list(pending):
+                    if task.control in failed:
+                        pending.remove(task)
+                        failed[task.id] = f"its shared control {task.control} failed: {failed[task.control]}"
+                        _finish(folder, task, TaskResult(task.id, "failed", "-", 0.0, failed[task.id]), sink)
+                        continue
+                    if task.control and not finished(folder.path("shared", task.control)):
+                        continue
+                    if executor.can_start(task):
+                        if task.control:
+                            task = replace(task, install=_install(plan, folder, task))
+                        pending.remove(next(t for t in pending if t.id == task.id))
+                        folder.set_status(task.id, state="queued", error=None, traceback=None)
+                        executor.submit(task)
+                        running[task.id] = task
+                for result in executor.poll(handle, 0.5):
+                    task = running.pop(result.id)
+                    _finish(folder, task, result, sink)
+                    if result.state == "failed":
+                        failed[task.id] = result.error or "failed"
+        except KeyboardInterrupt:
+            folder.log("driver interrupted: rerun the same command to resume")
+            raise
+        finally:
+            executor.close()
+            session.update(finished=now(), seconds=round(time.perf_counter() - start, 1))
+            write_atomic(folder.path("sessions.json"), json.dumps([*sessions, session], indent=1))
+        report = write_report(folder.folder)
+        folder.log(f"driver done in {session['seconds']:.0f} s: {len(failed)} task(s) failed; report {report}")
+    return {"tasks": len(all_tasks), "ran": to_run, "failed": failed, "seconds": session["seconds"], "report": report}
+
+
+def _install(plan: Plan, folder: SweepFolder, task: Task) -> dict[str, Any]:
+    shared = next(s for s in plan.controls if s.id == task.control)
+    cell = next(c for c in plan.cells if c.id == task.id)
+    return control_records(folder.path("shared", shared.id), shared.seed, shared.label(cell.profile))
+
+
+def _finish(folder: SweepFolder, task: Task, result: TaskResult, sink: Sink) -> None:
+    """Record a task's end: its returned records (a worker without the driver's filesystem), its status and a log line."""
+    for name, data in (result.files or {}).items():
+        path = folder.path(task.folder, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    folder.set_status(task.id, state=result.state, node=result.node, seconds=result.seconds, finished=now(), error=result.error, traceback=result.trace)
+    folder.log(f"{result.state} {task.id} on node {result.node} in {result.seconds:.0f} s" + (f": {result.error}" if result.error else ""))
+    sink({"type": "task", "task": task.id, "state": result.state, "node": result.node, "seconds": result.seconds, "error": result.error})
+
+
