@@ -21,7 +21,7 @@ TINY = [
     "personalize", "-n", "8", "--batch-size", "2", "--eval-every", "4", "--eval-prompts", "2", "--max-new-tokens", "12",
     "--set", "eval.max_new_tokens=12", "--set", "eval.kl_prompts=2", "--checkpoint-every", "2", "--control", "--oracle", "--jobs", "2",
 ]
-VOLATILE = {"timings", "seconds"}  # wall-clock measurements: the only fields allowed to differ
+VOLATILE = {"timings", "seconds", "peak_memory_gb"}  # wall-clock and process-memory measurements: the only fields allowed to differ
 
 
 def _trained_optimizer() -> torch.optim.AdamW:
