@@ -124,8 +124,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "answer"
 
 
-def draw(figure: SignalFigure, path: Path) -> Path:
-    """The heatmap: one row per follow-up, one column per answer token, a diverging scale centred on 0."""
+def draw(figure: SignalFigure, path: Path, width: int = 32) -> Path:
+    """The heatmap: one row per follow-up, one column per answer token (``width`` tokens a band, bands stacked), one
+    diverging colour scale centred on 0 for the whole figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,14 +135,22 @@ def draw(figure: SignalFigure, path: Path) -> Path:
 
     values = [row.advantage for row in figure.rows]
     limit = max((abs(v) for row in values for v in row), default=1.0) or 1.0
+    norm = TwoSlopeNorm(0.0, -limit, limit)
     n = len(figure.tokens)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.24 * n + 3), 1.6 + 0.55 * len(values)), constrained_layout=True)
-    image = ax.imshow(values, aspect="auto", cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), interpolation="nearest")
-    ax.set_xticks(range(n), [_shown(t) for t in figure.tokens], rotation=90, fontsize=7, family="monospace")
-    ax.set_yticks(range(len(values)), [f"{row.label}: {_cut(row.followup, 48)}" for row in figure.rows], fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01, label="advantage A_t")
-    ref = f"neutral reference ({_cut(figure.reference_followup or '', 30)!r})" if figure.reference == "neutral" else "plain reference"
-    ax.set_title(f"{_cut(figure.prompt, 90)}\n{figure.model} · {ref} · profile {figure.profile}", fontsize=9)
+    bands = [range(a, min(a + width, n)) for a in range(0, n, width)] or [range(0)]
+    size = (max(8.0, 0.33 * min(n, width) + 3.0), 1.2 + 0.18 * len(values) + len(bands) * (0.3 * len(values) + 0.75))
+    fig, axes = plt.subplots(len(bands), 1, figsize=size, constrained_layout=True, squeeze=False)
+    image = None
+    for ax, band in zip(axes[:, 0], bands):
+        image = ax.imshow([[row[c] for c in band] for row in values], aspect="auto", cmap="RdBu", norm=norm, interpolation="nearest")
+        ax.set_xticks(range(len(band)), [_shown(figure.tokens[c]) for c in band], rotation=90, fontsize=8, family="monospace")
+        ax.set_yticks(range(len(values)), [row.label.split(" (")[0] for row in figure.rows], fontsize=8)
+        ax.tick_params(length=0)
+    fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.015, pad=0.01, label="advantage A_t")
+    ref = f"neutral reference ({_cut(figure.reference_followup or '', 40)!r})" if figure.reference == "neutral" else "plain reference"
+    lines = [f"{_cut(figure.prompt, 100)}", f"{figure.model} · {ref} · profile {figure.profile} · answer from {figure.source}"]
+    lines += [f"{row.label}: {_cut(row.followup, 70)!r}  (sum {sum(row.advantage):+.2f})" for row in figure.rows]
+    fig.suptitle("\n".join(lines), fontsize=8.5, ha="left", x=0.01)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -98,8 +98,9 @@ def signal(
     """The per-token advantage SDPO would give one answer under several follow-ups: the profile's complaint, a satisfied
     reply, an unrelated question and a neutral message, as rows of one heatmap (the SDPO paper's signal analysis).
 
-    Writes NAME.png and NAME.json; with --run they go to RUN/signal/ and `hindsight view RUN` shows them on its signal
-    page, otherwise OUT/view/ holds a site with the figure. Scored with the SDPO trainer's own code (nothing is trained).
+    Writes NAME.png and NAME.json (NAME: the interaction, or the prompt, and the reference); with --run they go to
+    RUN/signal/ and `hindsight view RUN` shows them on its signal page, otherwise OUT/view/ holds a site with the figure.
+    Scored with the SDPO trainer's own code (nothing is trained).
 
     Examples:
 
@@ -148,13 +149,13 @@ def signal(
     with console.status("loading the model"):
         policy = Policy.load(policy_settings)
     if record is not None:
-        prompt, name = record.prompt, f"{record.arm}-s{record.seed}-i{record.index}"
+        prompt, name = record.prompt, f"{record.arm}-s{record.seed}-i{record.index}-{trainer_config.advantage_reference}"
         source = f"{folder.name} {record.arm} s{record.seed} interaction {record.index}"
         if ids is None:  # a run from before signals.jsonl: the answer's text, tokenized again
             ids = policy.tokenizer.encode(record.response, add_special_tokens=False) + ([policy.eos_token_id] if record.finished else [])
     else:
         ids = policy.tokenizer.encode(answer, add_special_tokens=False) + [policy.eos_token_id]
-        source, name = "the command line", f"{slug(prompt)}-{hashlib.sha1(answer.encode()).hexdigest()[:6]}"
+        source, name = "the command line", f"{slug(prompt)}-{hashlib.sha1(answer.encode()).hexdigest()[:6]}-{trainer_config.advantage_reference}"
     with console.status(f"scoring {len(ids)} tokens under {4 + len(extra)} follow-ups"):
         figure = signal_figure(policy, trainer_config, prompt, ids, the_profile, extra, model=str(policy_settings.model), source=source,
                                neutral_pool=pool, system=policy_settings.system_prompt)
