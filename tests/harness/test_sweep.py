@@ -35,7 +35,7 @@ set:
   checkpoint_every: 4
 """
 CELLS = ("sdpo-concise-s0", "sdpo-no_emojis-s0")
-VOLATILE = {"timings", "seconds"}  # wall-clock measurements: the only fields allowed to differ
+VOLATILE = {"timings", "seconds", "peak_memory_gb"}  # wall-clock and process-memory measurements: the only fields allowed to differ
 BASE = dict(n=32, compliance=0.5, clean=0.5, degenerate=0.05, relevant=1.0, mean_words=50.0, apology=0.0, meta=0.0, looping=0.0, empty=0.0,
             truncated=0.0, repetition=0.0, distinct2=1.0, prompt_similarity=0.5, reference_similarity=0.5, kl=0.0, seconds=1.0)
 
