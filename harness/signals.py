@@ -22,6 +22,7 @@ from core.errors import UserInputError
 from core.records import InteractionRecord, SignalRecord, append_jsonl, read_jsonl
 
 if TYPE_CHECKING:
+    from core.interaction import Interaction
     from core.policy import Policy
     from simulators.profile import Profile
 
@@ -82,20 +83,26 @@ def standard_followups(profile: Profile, prompt: str, answer: str, neutral_pool:
     ]
 
 
+def answer_interaction(policy: Policy, prompt: str, answer_ids: Sequence[int], system: str | None = None) -> Interaction:
+    """An interaction holding ``prompt`` and the answer ``answer_ids`` (finished when it ends on end-of-turn), to score."""
+    from core.engine import Generation
+    from core.interaction import Followup, Interaction
+
+    messages = policy.messages(prompt, system=system)
+    ids = tuple(answer_ids)
+    return Interaction(0, prompt, messages, policy.encode_chat(messages), Generation(policy.decode(ids), ids, bool(ids) and ids[-1] == policy.eos_token_id),
+                       Followup("", ""))
+
+
 def signal_figure(policy: Policy, trainer_config, prompt: str, answer_ids: Sequence[int], profile: Profile, extra: Sequence[tuple[str, str]] = (), *,
                   model: str, source: str, neutral_pool: Sequence[str], system: str | None = None) -> SignalFigure:
     """Score the answer under the standard follow-ups of ``profile`` and ``extra`` ones (label, message) with an SDPO trainer
     of ``trainer_config`` (nothing is updated)."""
-    from core.engine import Generation
-    from core.interaction import Followup, Interaction
     from trainers.sdpo import SDPOTrainer
 
     trainer = SDPOTrainer(policy, trainer_config, neutral_pool=neutral_pool)
-    messages = policy.messages(prompt, system=system)
-    ids = tuple(answer_ids)
-    answer = policy.decode(ids)
-    interaction = Interaction(0, prompt, messages, policy.encode_chat(messages), Generation(answer, ids, bool(ids) and ids[-1] == policy.eos_token_id),
-                              Followup("", ""))
+    interaction = answer_interaction(policy, prompt, answer_ids, system)
+    answer = interaction.response.text
     reference_followup = trainer.neutral_followup(interaction) if trainer_config.advantage_reference == "neutral" else None
     followups = [*standard_followups(profile, prompt, answer, neutral_pool, avoid=reference_followup), *extra]
     rows = trainer.token_advantages([interaction] * len(followups), [text for _, text in followups])

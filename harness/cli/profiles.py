@@ -1,9 +1,9 @@
-"""Profiles: list, show and validate the simulated users' preference files."""
+"""Profiles: list, show and validate the simulated users' preference files, and score how hard their follow-ups push."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich import box
@@ -11,9 +11,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import UserInputError
-from harness.cli.base import app, console
+from harness.cli.base import RESULTS, app, console
+from harness.cli.options import Results
 
-profiles_app = typer.Typer(help="List, show and validate user profiles (one YAML file each).", no_args_is_help=True)
+profiles_app = typer.Typer(help="List, show and validate user profiles (one YAML file each), and score how hard their follow-ups push (wording).", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 
 
@@ -74,3 +75,143 @@ def profiles_validate(paths: Annotated[list[Path], typer.Argument(help="Profile 
         if profile.opposite and profile.opposite not in known:
             raise UserInputError(f"opposite '{profile.opposite}' is not a known profile", path=path, field="opposite")
         console.print(f"[green]ok[/green] {path} ({profile.name}, {len(profile.checks)} checks{', adversarial' if profile.adversarial else ''})")
+
+
+@profiles_app.command("wording")
+def profiles_wording(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Profile names or paths (default: the profiles of --run).", show_default=False)] = None,
+    run: Annotated[Optional[str], typer.Option("--run", help=(
+        "Score the answers of this run's treated arm, or of each cell of this sweep (its first --answers interactions), instead of "
+        "fresh answers of the untrained model."))] = None,
+    answers: Annotated[int, typer.Option("--answers", min=1, help="Answers per profile.")] = 8,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write every line's numbers as JSON here.")] = None,
+    results: Results = RESULTS,
+) -> None:
+    """How hard each follow-up line of a profile pushes the answers it is sent to: the SDPO advantage A_t of the answer's
+    tokens (mean over the answer) and of its end-of-turn token, averaged over answers, scored with the trainer's own code
+    under the default trainer settings (nothing is trained).
+
+    Complaints are scored on the answers that fail their check, satisfied replies on the answers that pass every check (all
+    answers when none does). A complaint whose mean A_t is near 0 barely moves the policy however often the user sends it;
+    a negative end-of-turn A_t under "too long" pushes the answer to go on, not to stop. Without --run the answers are the
+    untrained model's, sampled as a run samples them (seed 0, its first training prompts, the training token budget).
+
+    Examples:
+
+      hindsight profiles wording concise                              # before writing a run: does each complaint push?
+
+      hindsight profiles wording my_profiles/terse.yaml --answers 16
+
+      hindsight profiles wording --run all_profiles --out wording.json  # every profile of a sweep, on the answers its users saw
+    """
+    import json
+    from dataclasses import asdict
+
+    from core.policy import Policy, PolicySettings
+    from core.runtime import quiet_libraries
+    from harness.signals import SIGNALS
+    from harness.wording import Answer, score_wordings, spread
+    from simulators.neutral import load_pool
+    from simulators.profile import load_profile
+    from trainers.sdpo import SDPOConfig
+
+    sources = _wording_sources(run, results) if run is not None else {}
+    chosen = names or list(sources)
+    if not chosen:
+        raise UserInputError("name at least one profile (or give --run RUN: its profiles)")
+    profiles = [load_profile(name) for name in chosen]
+    for profile in profiles:
+        if not profile.checks:
+            raise UserInputError(f"profile {profile.name} has no checks, hence no scripted complaints to score")
+        if run is not None and profile.name not in sources:
+            raise UserInputError(f"{run} has no run of profile {profile.name} (it has: {', '.join(sorted(sources))})")
+    quiet_libraries()
+    settings = PolicySettings()
+    with console.status("loading the model"):
+        policy = Policy.load(settings)
+    fresh: list[Answer] = []
+    if run is None:
+        fresh = _untrained_answers(policy, answers)
+    config, pool, table, dump = SDPOConfig(), load_pool("builtin"), [], {}
+    for profile in profiles:
+        if run is not None:
+            records = [r for folder in sources[profile.name] for r in _treated(folder, SIGNALS)][:answers]
+            mine = [Answer(r.prompt, ids or tuple(policy.tokenizer.encode(r.response, add_special_tokens=False)) + ((policy.eos_token_id,) if r.finished and not ids else ()))
+                    for r, ids in records]
+        else:
+            mine = fresh
+        with console.status(f"{profile.name}: scoring {len(mine)} answers"):
+            rows = score_wordings(policy, config, profile, mine, pool, settings.system_prompt)
+        dump[profile.name] = [asdict(w) for w in rows]
+        table.append((profile.name, spread(rows)))
+        if len(profiles) == 1:
+            _print_wordings(profile.name, rows)
+    if len(profiles) > 1:
+        _print_spread(table)
+    if out is not None:
+        out.write_text(json.dumps(dump, indent=1, ensure_ascii=False), encoding="utf-8")
+        console.print(f"wrote {out}", highlight=False)
+
+
+def _wording_sources(run: str, results: Path) -> dict[str, list[Path]]:
+    """Profile → the run folders whose treated answers to score: the run itself, or every cell of a sweep."""
+    from harness.runs import read_config
+
+    path = Path(run) if Path(run).is_dir() else results / run
+    folders = [path] if (path / "config.yaml").is_file() else sorted(p.parent for p in path.glob("runs/*/config.yaml"))
+    if not folders:
+        raise UserInputError(f"{run}: neither a run folder nor a sweep with cells (looked in {path}); `hindsight runs` lists runs")
+    out: dict[str, list[Path]] = {}
+    for folder in folders:
+        out.setdefault(str(read_config(folder).get("profile")), []).append(folder)
+    return out
+
+
+def _treated(folder: Path, signals: str):
+    """(interaction, token ids or None) of the run's treated arm, in order."""
+    from core.records import InteractionRecord, SignalRecord, read_jsonl
+
+    ids = {(s.seed, s.index): tuple(s.ids) for s in read_jsonl(folder / signals, SignalRecord) if s.arm == "treated" and s.ids}
+    records = sorted((r for r in read_jsonl(folder / "interactions.jsonl", InteractionRecord) if r.arm == "treated" and not r.failed),
+                     key=lambda r: (r.seed, r.index))
+    return [(r, ids.get((r.seed, r.index))) for r in records]
+
+
+def _untrained_answers(policy, count: int):
+    """The untrained model's sampled answers to the first ``count`` training prompts of seed 0, as a run samples them."""
+    import torch
+
+    from core.engine import HFEngine, SamplingParams
+    from core.prompts import PromptSettings, load_prompts
+    from harness.config import RunConfig
+    from harness.wording import Answer
+
+    config = RunConfig().with_budgets(0)
+    prompts = load_prompts(PromptSettings())
+    chosen = [prompts.draw(i, 0) for i in range(count)]
+    torch.manual_seed(0)
+    params = SamplingParams(config.generation.max_new_tokens, config.generation.temperature, config.generation.top_p)
+    with console.status(f"sampling {count} answers of the untrained model"):
+        out = HFEngine(policy).generate([policy.encode_chat(policy.messages(p)) for p in chosen], params)
+    return [Answer(p, g.token_ids) for p, g in zip(chosen, out)]
+
+
+def _print_wordings(name: str, rows) -> None:
+    table = Table(title=f"{name}: A_t per follow-up line (mean over answers)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("follow-up", "answers", "mean A_t", "end-of-turn A_t"):
+        table.add_column(column, justify="left" if column == "follow-up" else "right", overflow="fold")
+    for kind in dict.fromkeys(w.kind for w in rows):
+        table.add_row(f"[bold]{escape(kind)}[/bold]" + (" (scored on every answer: none passed)" if any(w.on_all for w in rows if w.kind == kind) else ""))
+        for w in (w for w in rows if w.kind == kind):
+            table.add_row(f"  {escape(w.text)}", str(w.answers), f"{w.mean:+.3f}", "–" if w.eos is None else f"{w.eos:+.3f}")
+    console.print(table)
+
+
+def _print_spread(table) -> None:
+    out = Table(title="mean A_t per answer, by follow-up line (complaints: weakest · mean · strongest)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("profile", "weakest", "mean", "strongest", "end-of-turn (complaints)", "satisfied"):
+        out.add_column(column, justify="left" if column == "profile" else "right")
+    num = lambda v: "–" if v is None else f"{v:+.3f}"  # noqa: E731
+    for name, s in table:
+        out.add_row(name, num(s["complaint_weakest"]), num(s["complaint_mean"]), num(s["complaint_strongest"]), num(s["complaint_eos"]), num(s["satisfied_mean"]))
+    console.print(out)

@@ -5,7 +5,7 @@
 - heatmap.png: profile × interactions, treated minus control clean compliance (mean over seeds)
 - summary.md: per profile, sorted by that gain at the last point: the untrained model's compliance (nothing left to learn
   vs did not learn), treated and control clean compliance with 95% intervals, degeneration, relevance and a verdict read off
-  the intervals; what the cells shared; failed cells
+  the intervals; what the treated arm trained on (harness/sweep/signal.py); what the cells shared; failed cells
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from core.records import EvalRecord
 from core.stats import mean_ci
 from harness.curves import COLOURS, Point, curves, fmt
 from harness.runs import read_evals
+from harness.sweep.signal import signal_lines
 
 ROOM = 0.5  # an untrained model complying with more than half the prompts leaves little to learn
 VERDICTS = ("learned", "no effect", "degenerated", "already satisfied", "no control")
@@ -28,6 +29,11 @@ JUDGE_NOTE = ("Win rates here come from the judge in the cells' config; the defa
               "(`hindsight sweep SPEC.yaml --name NAME-llm --set judge.kind=llm --set judge.llm.model=MODEL`) or judge a cell's saved answers: "
               "`hindsight judge A.jsonl B.jsonl --profile P --judge llm --judge-model MODEL` (`hindsight judge --help` shows the jq line "
               "that makes A and B from a run's samples.jsonl).")
+
+SIGNAL_NOTE = ("Per profile, the treated arm's interactions (seeds pooled): the share of follow-ups that complained (not the profile's "
+               "satisfied replies), the share of sampled answers that ended on end-of-turn rather than at the token cap, their length "
+               "early and late in training, the advantage A_t (hindsight minus reference log-probability, before centring) averaged over "
+               "each answer's tokens and on its end-of-turn token, split by the kind of follow-up, and how far the arm moved (KL).")
 
 
 @dataclass
@@ -272,6 +278,8 @@ def write_report(folder: Path) -> Path:
                   "", "Clean compliance and the other shares at the last evaluation all seeds reached, with 95% intervals (one seed: Wilson over "
                   "the held-out prompts; several: across seeds joined with the pooled Wilson interval); rows sorted by treated − control.", ""]
         lines += table_lines(rows)
+        lines += ["", f"### {variant}: what the treated arm trained on", "", SIGNAL_NOTE, ""]
+        lines += signal_lines(folder, members[variant], order[variant], {c["id"]: c["profile"] for c in plan["cells"]})
     if evals:
         plot_heatmap(folder / "heatmap.png", evals, order)
     lines += ["", "\\* " + JUDGE_NOTE]

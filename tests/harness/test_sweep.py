@@ -302,3 +302,20 @@ def test_a_two_node_ray_cluster_runs_cells_on_both_nodes_and_gives_the_local_rec
     for ours, theirs in zip(runs(sweep), runs(reference)):  # the records came back to the driver and equal the local executor's
         assert records(ours) == records(theirs), ours.name
     assert (sweep / "summary.md").is_file() and (sweep / "curve.png").is_file()
+
+
+def test_the_signal_table_splits_the_advantage_by_follow_up_and_counts_cut_answers(tmp_path):
+    _fake_sweep(tmp_path, {"learns": {"initial": {"compliance": 0.1, "clean": 0.1}, "treated": {"clean": 0.9, "kl": 0.25}, "control": {"clean": 0.1}}})
+    # 4 treated interactions: two complaints (one cut at the cap), two satisfied replies; a control interaction that must not count
+    rows = [(0, "one two three four", False, False, {"mean": -0.4, "eos": None}), (1, "one two", True, False, {"mean": -0.2, "eos": -1.0}),
+            (2, "one", True, True, {"mean": 0.1, "eos": 0.5}), (3, "one", True, True, {"mean": 0.3, "eos": 0.7})]
+    lines = [InteractionRecord(arm="treated", seed=0, index=i, step=i // 2, prompt="p", response=text, response_tokens=3, finished=done,
+                               followup="f", followup_raw="f", satisfied=ok, advantage={k: v for k, v in adv.items() if v is not None})
+             for i, text, done, ok, adv in rows]
+    lines.append(InteractionRecord(arm="control", seed=0, index=0, step=0, prompt="p", response="x " * 50, response_tokens=50, finished=False,
+                                   followup="f", followup_raw="f", satisfied=None, advantage={"mean": 9.0}))
+    (tmp_path / "runs" / "sdpo-learns-s0" / "interactions.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in lines))
+    summary = write_report(tmp_path).read_text()
+    row = next(line for line in summary.splitlines() if line.startswith("| learns | 4 |"))
+    # complaints 2/4, finished 3/4, words first quarter 4 → last quarter 1, A −0.30 / +0.20, end-of-turn −1.00 / +0.60, KL 0.25
+    assert row == "| learns | 4 | 0.50 | 0.75 | 4 → 1 | -0.30 / +0.20 | -1.00 / +0.60 | 0.25 |"
