@@ -34,7 +34,7 @@ class Wording:
     text: str
     answers: int
     mean: float  # mean over answers of each answer's mean A_t
-    eos: float | None  # mean A_t of the end-of-turn token over the finished answers (None: none finished)
+    eos: float | None  # mean A_t of the end-of-turn token over the answers that end on one (finished; cut ones too with cut_eos)
     on_all: bool = False  # satisfied lines scored on every answer, none having passed the checks
 
 
@@ -57,7 +57,7 @@ def score_wordings(policy: Policy, config: SDPOConfig, profile: Profile, answers
     for kind, lines, chosen, on_all in groups:
         for line in lines:
             rows = trainer.token_advantages([interactions[n] for n in chosen], [line] * len(chosen))
-            eos = [values[-1] for n, values in zip(chosen, rows) if values and interactions[n].response.finished and config.include_eos]
+            eos = [values[-1] for n, values in zip(chosen, rows) if trainer.completion(interactions[n])[-1:] == [policy.eos_token_id]]
             out.append(Wording(kind, line, len(chosen), fmean(fmean(v) for v in rows if v), fmean(eos) if eos else None, on_all))
     return out
 

@@ -65,6 +65,10 @@ class SDPOConfig(BaseModel):
     ignore_first_k: int = Field(0, ge=0, description="leave the first k answer tokens out of the loss")
     advantage_clip: float | None = Field(None, gt=0, description="clamp each token's advantage to [-c, c] (tames single-token spikes)")
     include_eos: bool = Field(True, description="train on the end-of-turn token when the answer emitted it")
+    cut_eos: bool = Field(False, description=(
+        "after an answer cut at the token cap, score and train an end-of-turn token as if the answer had stopped there: its A_t says "
+        "whether the follow-up wants the answer to stop at that point ('too long': yes, 'too short': no), where a cut answer otherwise "
+        "gives end-of-turn no signal (the one token of the update the policy did not sample)"))
     topk: int = Field(20, ge=1, description="k for loss=topk_kl")
     alpha: float = Field(1.0, ge=0, le=1, description=(
         "the divergence of full_kl and topk_kl, TRL's distillation_alpha: 0 = forward KL(q ‖ π_θ) (mass-covering: raises what the teacher "
@@ -267,18 +271,21 @@ class SDPOTrainer:
         for row, n in enumerate(keep):
             values = raw_adv[row][teacher.mask[row]].tolist()
             pieces = [self.policy.tokenizer.decode([t]) for t in completions[row]]
-            per_interaction[n] = self._summary(values, pieces, completions[row], neutral[row] if neutral else None)
+            per_interaction[n] = self._summary(values, pieces, completions[row], neutral[row] if neutral else None, batch[row].response.finished)
             signals[n] = {"tokens": pieces, "ids": completions[row], "advantage": [round(v, 4) for v in values], "reference": cfg.advantage_reference}
         return StepResult(metrics=metrics, per_interaction=per_interaction, signals=signals)
 
     def completion(self, interaction: Interaction) -> list[int]:
-        """The answer tokens an update trains on (and scores): the end-of-turn token dropped unless include_eos."""
+        """The answer tokens an update trains on (and scores): the end-of-turn token dropped unless include_eos; one appended to a
+        cut answer with cut_eos."""
         tokens = list(interaction.response.token_ids)
         if not self.config.include_eos and interaction.response.finished:
             tokens = tokens[:-1]
+        elif self.config.cut_eos and not interaction.response.finished and tokens:
+            tokens.append(self.policy.eos_token_id)
         return tokens
 
-    def _summary(self, values: list[float], pieces: list[str], tokens: list[int], neutral: str | None) -> dict:
+    def _summary(self, values: list[float], pieces: list[str], tokens: list[int], neutral: str | None, finished: bool) -> dict:
         """Per-answer advantage statistics and the tokens the follow-up pushed hardest either way."""
         order = sorted(range(len(values)), key=values.__getitem__)
         summary = {
@@ -290,7 +297,7 @@ class SDPOTrainer:
             "most_positive": [[pieces[i], round(values[i], 3)] for i in order[::-1][:3]],
         }
         if tokens and tokens[-1] == self.policy.eos_token_id:
-            summary["eos"] = values[-1]
+            summary["eos" if finished else "cut_eos"] = values[-1]
         if neutral is not None:
             summary["neutral_followup"] = neutral
         return summary

@@ -84,6 +84,9 @@ def profiles_wording(
         "Score the answers of this run's treated arm, or of each cell of this sweep (its first --answers interactions), instead of "
         "fresh answers of the untrained model."))] = None,
     answers: Annotated[int, typer.Option("--answers", min=1, help="Answers per profile.")] = 8,
+    trainer: Annotated[Optional[list[str]], typer.Option("--set", help=(
+        "An SDPO trainer setting, KEY=VALUE (repeatable), e.g. cut_eos=true or advantage_reference=plain (`hindsight personalize --help` "
+        "lists trainer.*)."))] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write every line's numbers as JSON here.")] = None,
     results: Results = RESULTS,
 ) -> None:
@@ -103,6 +106,8 @@ def profiles_wording(
       hindsight profiles wording my_profiles/terse.yaml --answers 16
 
       hindsight profiles wording --run all_profiles --out wording.json  # every profile of a sweep, on the answers its users saw
+
+      hindsight profiles wording concise --set cut_eos=true           # answers cut at the token cap get an end-of-turn to score
     """
     import json
     from dataclasses import asdict
@@ -113,7 +118,6 @@ def profiles_wording(
     from harness.wording import Answer, score_wordings, spread
     from simulators.neutral import load_pool
     from simulators.profile import load_profile
-    from trainers.sdpo import SDPOConfig
 
     sources = _wording_sources(run, results) if run is not None else {}
     chosen = names or list(sources)
@@ -132,7 +136,7 @@ def profiles_wording(
     fresh: list[Answer] = []
     if run is None:
         fresh = _untrained_answers(policy, answers)
-    config, pool, table, dump = SDPOConfig(), load_pool("builtin"), [], {}
+    config, pool, table, dump = _trainer_config(trainer or []), load_pool("builtin"), [], {}
     for profile in profiles:
         if run is not None:
             records = [r for folder in sources[profile.name] for r in _treated(folder, SIGNALS)][:answers]
@@ -151,6 +155,27 @@ def profiles_wording(
     if out is not None:
         out.write_text(json.dumps(dump, indent=1, ensure_ascii=False), encoding="utf-8")
         console.print(f"wrote {out}", highlight=False)
+
+
+def _trainer_config(items: list[str]):
+    """SDPOConfig from KEY=VALUE items (values read as YAML), errors naming the item."""
+    import yaml
+    from pydantic import ValidationError
+
+    from core.errors import pydantic_message
+    from trainers.sdpo import SDPOConfig
+
+    data = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserInputError(f"--set {item!r}: write KEY=VALUE, e.g. --set cut_eos=true")
+        data[key.strip().removeprefix("trainer.")] = yaml.safe_load(value)
+    try:
+        return SDPOConfig.model_validate(data)
+    except ValidationError as exc:
+        field, message = pydantic_message(exc)
+        raise UserInputError(f"--set {field}: {message}") from None
 
 
 def _wording_sources(run: str, results: Path) -> dict[str, list[Path]]:

@@ -50,3 +50,5 @@ def test_the_command_scores_a_run_of_each_profile(cli, tmp_path):
     assert "mean A_t" in result.stdout
     bad = cli("profiles", "wording", "--answers", "2")
     assert bad.code == 2 and "name at least one profile" in bad.stderr
+    bad = cli("profiles", "wording", "concise", "--set", "cut_eos=maybe")
+    assert bad.code == 2 and "--set cut_eos" in bad.stderr

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from core.engine import Generation
 from core.interaction import Followup, Interaction
 from trainers.sdpo import SDPOConfig, SDPOTrainer
 
@@ -222,3 +223,34 @@ def test_the_summary_line_names_alpha_and_teacher_only_when_they_differ_from_the
     varied = RunConfig(trainer=SDPOConfig(loss="full_kl", alpha=0.5, teacher="ema"))
     assert _summary(varied).endswith("loss full_kl, advantage reference neutral, kl_anchor 0, alpha 0.5, teacher ema (rate 0.05)")
     assert _summary(RunConfig(trainer=SDPOConfig(teacher="initial"))).endswith("kl_anchor 0, teacher initial")
+
+
+@torch.no_grad()
+def stop_logprob(policy, interaction: Interaction) -> float:
+    """log π(end-of-turn | prompt, the cut answer): how likely the policy is to stop where the answer was cut."""
+    scored = policy.score([interaction.context_ids], [[*interaction.response.token_ids, policy.eos_token_id]])
+    return float(scored.logprobs[0, int(scored.mask[0].sum()) - 1])
+
+
+def test_cut_eos_scores_stopping_where_a_cut_answer_was_cut_and_a_length_complaint_raises_it(fresh_policy):
+    """An answer cut at the token cap has no end-of-turn token: by default a "too long" complaint cannot say "stop here". With
+    cut_eos the update scores and trains one where the answer was cut (recorded as cut_eos, not eos), and after one update on the
+    complaint the policy is more likely to stop there; a finished answer is scored as before."""
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    long = ("Rice is a grain that people eat all over the world, and cooking it well takes a little care. First rinse the rice in cold "
+            "water until the water runs clear, then add two cups of water for every cup of rice, and")
+    complaint = "Way too long. One sentence, please."
+    cut = make_interaction(fresh_policy, "How do I cook rice?", long, complaint)
+    cut.response = Generation(long, cut.response.token_ids[:-1], False)
+    finished = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, complaint)
+    plain, appended = SDPOTrainer(fresh_policy, SDPOConfig()), SDPOTrainer(fresh_policy, SDPOConfig(cut_eos=True))
+    assert plain.completion(cut) == list(cut.response.token_ids) and appended.completion(cut) == [*cut.response.token_ids, fresh_policy.eos_token_id]
+    assert appended.completion(finished) == plain.completion(finished) == list(finished.response.token_ids)
+    before = stop_logprob(fresh_policy, cut)
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(cut_eos=True, lr=1e-4), seed=0)
+    result = trainer.step([cut])
+    summary = result.per_interaction[0]
+    assert "eos" not in summary and summary["cut_eos"] > 0  # the complaint says: stop here
+    assert summary["tokens"] == len(cut.response.token_ids) + 1 and result.signals[0]["ids"][-1] == fresh_policy.eos_token_id
+    assert stop_logprob(fresh_policy, cut) > before + 0.5
+    fresh_policy.model.load_state_dict(untrained)
