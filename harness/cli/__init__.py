@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import importlib
 
-from harness.cli.base import app, run_app
+from harness.cli.base import app, reflow_help, run_app
 
 # imported in this order, the command groups register their commands in the order `hindsight --help` lists them
 for _group in ("experiments", "sweep", "runs", "view", "judge", "data", "train", "profiles", "models", "chat", "eval"):
     importlib.import_module(f"harness.cli.{_group}")
+reflow_help(app)
 
 from harness.cli.experiments import personalize  # noqa: E402  (the command: its signature lists every option)
 from harness.runs import check_run_id  # noqa: E402

@@ -25,6 +25,31 @@ STATE = {"debug": False}
 RESULTS = Path("results")
 
 
+def reflow(doc: str) -> str:
+    """A docstring as --help shows it: the lines of a paragraph joined, so that the terminal wraps them (rich keeps every line
+    break); indented lines (examples) and list items (``- ``) keep theirs."""
+    out: list[str] = []
+    for line in doc.splitlines():
+        joins = out and out[-1] and line and not line[0].isspace() and not out[-1][0].isspace() and not line.startswith(("- ", "* "))
+        if joins:
+            out[-1] += " " + line
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def reflow_help(typer_app: typer.Typer) -> None:
+    """Reflow the help of every command of ``typer_app`` and of its command groups (see ``reflow``)."""
+    import inspect
+
+    for command in typer_app.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            command.help = reflow(inspect.getdoc(command.callback) or "")
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
 def _version(value: bool) -> None:
     if value:
         from harness import __version__

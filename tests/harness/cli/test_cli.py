@@ -281,3 +281,14 @@ def test_an_unset_api_key_variable_fails_the_dry_run(cli, monkeypatch):
     assert "HINDSIGHT_TEST_UNSET_KEY is not set" in line and "judge.llm.api_key_env" in line, line
     monkeypatch.setenv("HINDSIGHT_TEST_UNSET_KEY", "sk-test")
     assert cli("personalize", "--judge-model", "openai/x", "--judge-api-key-env", "HINDSIGHT_TEST_UNSET_KEY", "--dry-run").code == 0
+
+
+def test_help_paragraphs_wrap_to_the_terminal_and_examples_keep_their_lines(cli):
+    from harness.cli.base import reflow
+
+    doc = "One sentence that\nwraps here.\n\nExamples:\n\n  hindsight a\n  hindsight b\n- item one\n- item two\ncontinued"
+    assert reflow(doc) == "One sentence that wraps here.\n\nExamples:\n\n  hindsight a\n  hindsight b\n- item one\n- item two continued"
+    wide = cli("sweep", "--help", columns=250).stdout
+    # a paragraph the docstring breaks over several lines is one line on a wide terminal
+    assert "The spec (YAML): profiles (a list, or `all`: every benign shipped profile), seeds (a count or a list), methods" in wide
+    assert "  hindsight sweep status all_profiles" in wide
