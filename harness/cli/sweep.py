@@ -99,7 +99,12 @@ def sweep(
     else:
         from harness.sweep.executors import LocalExecutor, local_slots
 
-        runner = LocalExecutor(*local_slots(plan.cells[0].config.threads or 1, memory_per_arm, parallel))
+        gpus = 0
+        if plan.cells[0].config.policy.device == "cuda":
+            import torch
+
+            gpus = torch.cuda.device_count()
+        runner = LocalExecutor(*local_slots(plan.cells[0].config.threads or 1, memory_per_arm, parallel, gpus), gpus=gpus)
     console.print(f"executor {escape(runner.description)}", highlight=False)
     with SweepProgress() as progress:
         outcome = run_sweep(plan, folder, runner, progress.handle, records_back, command=shlex.join(["hindsight", *sys.argv[1:]]))

@@ -46,37 +46,49 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def local_slots(threads: int, memory_per_arm: float, parallel: int | None) -> tuple[int, str]:
+def local_slots(threads: int, memory_per_arm: float, parallel: int | None, gpus: int = 0) -> tuple[int, str]:
     """How many arm processes run at once, and why: one per ``threads`` cores, as many as the available memory holds at
-    ``memory_per_arm`` GB each (``parallel`` overrides)."""
+    ``memory_per_arm`` GB each, and with ``gpus`` (the policy on CUDA) one per GPU (``parallel`` overrides)."""
     n_cores, memory = cores(), available_memory()
     by_cores = max(1, n_cores // max(threads, 1))
     by_memory = max(1, int(memory // (memory_per_arm * GB))) if memory is not None else by_cores
-    slots = parallel or min(by_cores, by_memory)
+    slots = parallel or min(by_cores, by_memory, gpus or by_cores)
     why = (f"{n_cores} cores at {threads} thread(s) per arm, " + (f"{memory / GB:.1f} GB available" if memory is not None else "memory unknown")
-           + f" at ~{memory_per_arm:g} GB per arm process")
+           + f" at ~{memory_per_arm:g} GB per arm process" + (f", {gpus} GPU(s): a task sees one (CUDA_VISIBLE_DEVICES)" if gpus else ""))
     return slots, (f"--parallel {parallel} ({why})" if parallel else why)
 
 
 class LocalExecutor:
     """A fresh spawned process per task (its memory goes back when it ends); tasks start while the arm processes they
-    train fit in ``slots``. A worker dies with the driver, so a killed driver leaves no orphan writing into a cell."""
+    train fit in ``slots``. A worker dies with the driver, so a killed driver leaves no orphan writing into a cell. With
+    ``gpus``, each task sees one GPU, the one fewest running tasks use (its arms run on it one after another)."""
 
-    def __init__(self, slots: int, why: str):
+    def __init__(self, slots: int, why: str, gpus: int = 0):
         self.slots = slots
+        self.gpus = gpus
         self.description = f"local: {slots} arm process(es) at once ({why})"
         self.context = multiprocessing.get_context("spawn")
         self.queue = self.context.Queue()
         self.running: dict[str, tuple[Any, int]] = {}
+        self.devices: dict[str, int] = {}  # task → the GPU it sees
+
+    def device(self) -> int | None:
+        """The GPU for the next task: the one the fewest running tasks use (lowest index first); None without GPUs."""
+        if not self.gpus:
+            return None
+        return min(range(self.gpus), key=lambda g: (sum(d == g for d in self.devices.values()), g))
 
     def can_start(self, task: Task) -> bool:
         used = sum(weight for _, weight in self.running.values())
         return not self.running or used + task.weight <= self.slots
 
     def submit(self, task: Task) -> None:
-        process = self.context.Process(target=local_main, args=(task, self.queue, os.getpid()), name=f"hindsight-sweep-{task.id}")
+        device = self.device()
+        process = self.context.Process(target=local_main, args=(task, self.queue, os.getpid(), device), name=f"hindsight-sweep-{task.id}")
         process.start()
         self.running[task.id] = (process, task.weight)
+        if device is not None:
+            self.devices[task.id] = device
 
     def poll(self, sink: Sink, timeout: float) -> list[TaskResult]:
         results = self._drain(sink, timeout)
@@ -89,6 +101,7 @@ class LocalExecutor:
                                               f"the worker process died (exit code {code}" + ("; killed: out of memory?)" if code == -9 else ")")))
         for result in results:
             process, _ = self.running.pop(result.id)
+            self.devices.pop(result.id, None)
             process.join()
         return results
 
@@ -113,6 +126,20 @@ class LocalExecutor:
         for process, _ in self.running.values():
             process.join(timeout=30)
         self.running.clear()
+        self.devices.clear()
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse an address nothing listens at within ``timeout`` seconds (``ray.init`` would retry for minutes); ``auto`` and
+    addresses without a port are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserInputError(f"--address {address}: nothing answers there ({exc.strerror or type(exc).__name__}); start a cluster with "
+                             "`ray start --head` and pass the address it prints (host:6379)") from None
 
 
 class RayExecutor:
@@ -126,6 +153,7 @@ class RayExecutor:
         except ImportError:
             raise UserInputError("--executor ray needs Ray: pip install -e '.[ray]' (on the driver and every node)") from None
         self.ray = ray
+        reachable(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -199,9 +199,12 @@ def _arm(line: str) -> str | None:
         return None
 
 
-def local_main(task: Task, queue: Any, parent: int) -> None:
-    """The entry point of a local worker process: die with the driver, run the task, send the result."""
+def local_main(task: Task, queue: Any, parent: int, device: int | None = None) -> None:
+    """The entry point of a local worker process: die with the driver, see only GPU ``device`` (when given), run the task,
+    send the result."""
     _die_with(parent)
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)  # before CUDA starts in this process: cuda:0 is that GPU
     result = run_task(task, queue.put, node=socket.gethostname())
     queue.put({"type": "result", "task": task.id, "result": result})
 

@@ -14,7 +14,8 @@ import pytest
 
 from core.records import EvalRecord, InteractionRecord, SampleRecord, TrainRecord
 from harness.checkpoint import ArmCheckpoints, ArmState
-from harness.sweep.executors import GB, local_slots
+from core.errors import UserInputError
+from harness.sweep.executors import GB, LocalExecutor, local_slots, reachable
 from harness.sweep.report import load_cells, profile_row, write_report
 from harness.sweep.spec import control_key, make_plan
 from harness.sweep.worker import control_records, install_control, locked
@@ -95,6 +96,34 @@ def test_the_local_executor_fits_arm_processes_to_cores_and_memory():
     assert local_slots(1, 1e6, None)[0] == 1  # a machine that holds one arm process runs one
     assert local_slots(1, 5.0, 3) == (3, "--parallel 3 (" + why + ")")
     assert GB == 1024**3
+    one_gpu, why = local_slots(1, 5.0, None, gpus=1)
+    assert one_gpu == 1 and "1 GPU(s)" in why  # on CUDA, one task per GPU whatever the cores
+
+
+def test_local_tasks_on_cuda_spread_over_the_gpus():
+    executor = LocalExecutor(4, "test", gpus=2)
+    picked = []
+    for task in ("a", "b", "c"):  # what submit records, without starting processes
+        picked.append(executor.device())
+        executor.devices[task] = picked[-1]
+    assert picked == [0, 1, 0]
+    del executor.devices["b"]  # b finished: its GPU is the least used again
+    assert executor.device() == 1
+    assert LocalExecutor(2, "test").device() is None  # CPU: no CUDA_VISIBLE_DEVICES
+
+
+def test_a_ray_address_nothing_listens_at_is_refused_at_once():
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(UserInputError, match=f"--address 127.0.0.1:{port}: nothing answers there"):
+        reachable(f"127.0.0.1:{port}")
+    assert time.perf_counter() - start < 5
+    reachable("auto")  # left to Ray
 
 
 def test_a_ray_task_declares_cpus_memory_and_a_gpu_on_cuda(tmp_path):
