@@ -90,6 +90,19 @@ def test_cells_whose_control_depends_on_the_profile_train_their_own(tmp_path, ex
     assert make_plan(spec).controls == []
 
 
+@pytest.mark.parametrize("spec", sorted(p.name for p in (Path(__file__).parents[2] / "sweeps").glob("*.yaml")))
+def test_every_shipped_spec_plans(spec, monkeypatch):
+    """The specs in sweeps/ (the held-out profiles by path from the project root, as the README runs them) make valid plans."""
+    root = Path(__file__).parents[2]
+    monkeypatch.chdir(root)
+    plan = make_plan(root / "sweeps" / spec)
+    assert plan.cells and all(c.config.interactions == 64 for c in plan.cells)
+    if spec == "heldout_profiles.yaml":
+        from harness.sweep.spec import shipped_profiles
+
+        assert len(plan.cells) == 6 and not {c.profile for c in plan.cells} & set(shipped_profiles())  # held out: none is shipped
+
+
 def test_the_local_executor_fits_arm_processes_to_cores_and_memory():
     slots, why = local_slots(1, 5.0, None)
     assert 1 <= slots <= (os.cpu_count() or 1) and "cores" in why and "GB available" in why and "~5 GB per arm process" in why
