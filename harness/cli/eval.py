@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,19 +16,10 @@ from rich.table import Table
 from core.errors import UserInputError
 from harness.cli.base import RESULTS, app, console, warn
 from harness.cli.judge import judge_settings, slug
-from harness.cli.options import Backend, Device, ModelJudge, plain
+from harness.cli.options import Backend, Device, ModelJudge, plain, with_options
 
 CHECKPOINT_HELP = ("'smollm2-135m' (embedded), a Hugging Face model folder, a run's checkpoint (RUN/checkpoints/treated-s0), "
                    "a run (its treated checkpoint) or a LoRA adapter folder.")
-
-
-def _eval_options(backend: Any, batch_size: int, limit: Optional[float], device: Any, no_cache: bool, judge: Any, judge_model: Optional[str],
-                  judge_api_base: Optional[str], judge_api_key_env: Optional[str]):
-    from suites.runner import EvalOptions
-
-    override = judge or judge_model or judge_api_base or judge_api_key_env
-    settings = judge_settings(judge, judge_model, judge_api_base, judge_api_key_env, kinds=("llm", "local")) if override else None
-    return EvalOptions(backend=plain(backend), batch_size=batch_size, limit=limit, device=plain(device), cache=not no_cache, judge=settings)
 
 
 def _evaluate(spec: str, suite_spec: str, options, threads: int) -> Any:
@@ -74,34 +66,45 @@ def _eval_table(result) -> Table:
 
 
 EVAL_PANEL = "Checkpoints"
-_BACKEND = Annotated[Backend, typer.Option(help=(  # type: ignore[valid-type]
-    "lm-eval backend: hf (transformers, CPU or GPU), vllm (CUDA with vLLM installed) or auto (vllm when usable, else hf)."))]
-_BATCH = Annotated[int, typer.Option(help="Batch size for lm-eval and for answer generation.", min=1)]
-_LIMIT = Annotated[Optional[float], typer.Option(help="Items per entry: a count, or a fraction below 1 (lm-eval's --limit). (default: every item)", min=0)]
-_DEVICE = Annotated[Device, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
-_NO_CACHE = Annotated[bool, typer.Option("--no-cache", help="Recompute every entry instead of reading cached results.")]
-_JUDGE = Annotated[Optional[ModelJudge], typer.Option(help="Replace the judge of alpaca_eval and usereval entries: llm or local. (default: the suite's)")]
-_JUDGE_MODEL = Annotated[Optional[str], typer.Option(help="With --judge llm: a litellm model ('openai/NAME' with --judge-api-base); local: a model spec.")]
-_JUDGE_BASE = Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1.")]
-_JUDGE_KEY = Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the judge's API key (never stored).")]
-_THREADS = Annotated[int, typer.Option(help="torch threads.", min=1)]
+
+
+@dataclass
+class SuiteOptions:
+    """How eval and regress evaluate a checkpoint on a suite (their shared options)."""
+
+    backend: Annotated[Backend, typer.Option(help=(  # type: ignore[valid-type]
+        "lm-eval backend: hf (transformers, CPU or GPU), vllm (CUDA with vLLM installed) or auto (vllm when usable, else hf)."))] = Backend("auto")
+    batch_size: Annotated[int, typer.Option(help="Batch size for lm-eval and for answer generation.", min=1)] = 8
+    limit: Annotated[Optional[float], typer.Option(help=(
+        "Items per entry: a count, or a fraction below 1 (lm-eval's --limit). (default: every item)"), min=0)] = None
+    device: Annotated[Device, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = Device("auto")  # type: ignore[valid-type]
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every entry instead of reading cached results.")] = False
+    judge: Annotated[Optional[ModelJudge], typer.Option(help=(  # type: ignore[valid-type]
+        "Replace the judge of alpaca_eval and usereval entries: llm or local. (default: the suite's)"))] = None
+    judge_model: Annotated[Optional[str], typer.Option(help=(
+        "With --judge llm: a litellm model ('openai/NAME' with --judge-api-base); local: a model spec."))] = None
+    judge_api_base: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --judge llm, e.g. http://127.0.0.1:8000/v1.")] = None
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help="Name of the environment variable holding the judge's API key (never stored).")] = None
+    threads: Annotated[int, typer.Option(help="torch threads.", min=1)] = 1
+
+    def settings(self):
+        """The suite runner's EvalOptions."""
+        from suites.runner import EvalOptions
+
+        override = self.judge or self.judge_model or self.judge_api_base or self.judge_api_key_env
+        judge = judge_settings(self.judge, self.judge_model, self.judge_api_base, self.judge_api_key_env, kinds=("llm", "local")) if override else None
+        return EvalOptions(backend=plain(self.backend), batch_size=self.batch_size, limit=self.limit, device=plain(self.device), cache=not self.no_cache,
+                           judge=judge)
 
 
 @app.command("eval", rich_help_panel=EVAL_PANEL)
+@with_options(SuiteOptions)
 def eval_checkpoint(
     checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT", help=CHECKPOINT_HELP)],
     suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (suites/NAME.yaml: quick, default, paper) or path to a suite YAML.")] = "quick",
     out: Annotated[Optional[Path], typer.Option(help="Where to write the results JSON. (default: results/eval/CHECKPOINT-SUITE.json)")] = None,
-    backend: _BACKEND = Backend("auto"),
-    batch_size: _BATCH = 8,
-    limit: _LIMIT = None,
-    device: _DEVICE = Device("auto"),
-    no_cache: _NO_CACHE = False,
-    judge: _JUDGE = None,
-    judge_model: _JUDGE_MODEL = None,
-    judge_api_base: _JUDGE_BASE = None,
-    judge_api_key_env: _JUDGE_KEY = None,
-    threads: _THREADS = 1,
+    *,
+    options: SuiteOptions,
 ) -> None:
     """Evaluate a checkpoint on a benchmark suite: each metric's value and standard error, as a table and a JSON file.
 
@@ -119,8 +122,7 @@ def eval_checkpoint(
     """
     from core.records import write_json
 
-    options = _eval_options(backend, batch_size, limit, device, no_cache, judge, judge_model, judge_api_base, judge_api_key_env)
-    result = _evaluate(checkpoint, suite, options, threads)
+    result = _evaluate(checkpoint, suite, options.settings(), options.threads)
     path = out or RESULTS / "eval" / f"{slug(_checkpoint_name(checkpoint))}-{result.suite}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
@@ -129,6 +131,7 @@ def eval_checkpoint(
 
 
 @app.command(rich_help_panel=EVAL_PANEL)
+@with_options(SuiteOptions)
 def regress(
     candidate: Annotated[str, typer.Option(help="The checkpoint under test, or its eval JSON.")],
     reference: Annotated[Optional[str], typer.Option(help=(
@@ -138,16 +141,8 @@ def regress(
     confidence: Annotated[float, typer.Option(help="Confidence for a change to count as significant (two-sided).", min=0.5, max=0.9999)] = 0.95,
     min_effect: Annotated[float, typer.Option(help="Smallest change that counts, in the metric's units (0.02 = two points of accuracy).", min=0)] = 0.0,
     report: Annotated[Optional[Path], typer.Option(help="Markdown report path. (default: results/regress/CANDIDATE-vs-REFERENCE-SUITE.md)")] = None,
-    backend: _BACKEND = Backend("auto"),
-    batch_size: _BATCH = 8,
-    limit: _LIMIT = None,
-    device: _DEVICE = Device("auto"),
-    no_cache: _NO_CACHE = False,
-    judge: _JUDGE = None,
-    judge_model: _JUDGE_MODEL = None,
-    judge_api_base: _JUDGE_BASE = None,
-    judge_api_key_env: _JUDGE_KEY = None,
-    threads: _THREADS = 1,
+    *,
+    options: SuiteOptions,
 ) -> None:
     """Regression gate: per metric, candidate − reference with its standard error and a verdict; exit 1 if any regressed.
 
@@ -171,9 +166,9 @@ def regress(
         reference = baseline
     if reference is None:
         raise UserInputError("--reference is required: the checkpoint or eval JSON the candidate is compared to")
-    options = _eval_options(backend, batch_size, limit, device, no_cache, judge, judge_model, judge_api_base, judge_api_key_env)
-    base = _load_or_evaluate(reference, suite, options, threads)
-    cand = _load_or_evaluate(candidate, suite, options, threads)
+    settings = options.settings()
+    base = _load_or_evaluate(reference, suite, settings, options.threads)
+    cand = _load_or_evaluate(candidate, suite, settings, options.threads)
     if base.suite != cand.suite:
         raise UserInputError(f"the reference was evaluated on suite '{base.suite}' and the candidate on '{cand.suite}'")
     result = compare(base, cand, confidence=confidence, min_effect=min_effect)

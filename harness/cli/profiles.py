@@ -14,7 +14,8 @@ from core.errors import UserInputError
 from harness.cli.base import RESULTS, app, console
 from harness.cli.options import Results
 
-profiles_app = typer.Typer(help="List, show and validate user profiles (one YAML file each), and score how hard their follow-ups push (wording).", no_args_is_help=True)
+profiles_app = typer.Typer(help="List, show and validate user profiles (one YAML file each), and score how hard their follow-ups push (wording).",
+                           no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 
 
@@ -140,8 +141,7 @@ def profiles_wording(
     for profile in profiles:
         if run is not None:
             records = [r for folder in sources[profile.name] for r in _treated(folder, SIGNALS)][:answers]
-            mine = [Answer(r.prompt, ids or tuple(policy.tokenizer.encode(r.response, add_special_tokens=False)) + ((policy.eos_token_id,) if r.finished and not ids else ()))
-                    for r, ids in records]
+            mine = [Answer(r.prompt, ids or _tokens(policy, r.response, r.finished)) for r, ids in records]
         else:
             mine = fresh
         with console.status(f"{profile.name}: scoring {len(mine)} answers"):
@@ -202,6 +202,11 @@ def _treated(folder: Path, signals: str):
     return [(r, ids.get((r.seed, r.index))) for r in records]
 
 
+def _tokens(policy, text: str, finished: bool) -> tuple[int, ...]:
+    """An answer's text tokenized again (a run from before signals.jsonl kept the ids), end-of-turn added when it finished."""
+    return tuple(policy.tokenizer.encode(text, add_special_tokens=False)) + ((policy.eos_token_id,) if finished else ())
+
+
 def _untrained_answers(policy, count: int):
     """The untrained model's sampled answers to the first ``count`` training prompts of seed 0, as a run samples them."""
     import torch
@@ -226,7 +231,8 @@ def _print_wordings(name: str, rows) -> None:
     for column in ("follow-up", "answers", "mean A_t", "end-of-turn A_t"):
         table.add_column(column, justify="left" if column == "follow-up" else "right", overflow="fold")
     for kind in dict.fromkeys(w.kind for w in rows):
-        table.add_row(f"[bold]{escape(kind)}[/bold]" + (" (scored on every answer: none passed)" if any(w.on_all for w in rows if w.kind == kind) else ""))
+        on_all = any(w.on_all for w in rows if w.kind == kind)
+        table.add_row(f"[bold]{escape(kind)}[/bold]" + (" (scored on every answer: none passed)" if on_all else ""))
         for w in (w for w in rows if w.kind == kind):
             table.add_row(f"  {escape(w.text)}", str(w.answers), f"{w.mean:+.3f}", "–" if w.eos is None else f"{w.eos:+.3f}")
     console.print(table)
@@ -238,5 +244,5 @@ def _print_spread(table) -> None:
         out.add_column(column, justify="left" if column == "profile" else "right")
     num = lambda v: "–" if v is None else f"{v:+.3f}"  # noqa: E731
     for name, s in table:
-        out.add_row(name, num(s["complaint_weakest"]), num(s["complaint_mean"]), num(s["complaint_strongest"]), num(s["complaint_eos"]), num(s["satisfied_mean"]))
+        out.add_row(name, *(num(s[k]) for k in ("complaint_weakest", "complaint_mean", "complaint_strongest", "complaint_eos", "satisfied_mean")))
     console.print(out)

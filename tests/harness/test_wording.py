@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from core.records import InteractionRecord
 from harness.wording import Answer, score_wordings, spread
 from simulators.neutral import load_pool
 from simulators.profile import Profile
@@ -48,6 +49,18 @@ def test_the_command_scores_a_run_of_each_profile(cli, tmp_path):
     data = json.loads((tmp_path / "w.json").read_text())
     assert list(data) == ["concise"] and {r["kind"] for r in data["concise"]} <= {"complaint: at most 40 words", "satisfied"}
     assert "mean A_t" in result.stdout
+    run = tmp_path / "run"  # a run from before signals.jsonl: its answers' text is tokenized again
+    run.mkdir()
+    (run / "config.yaml").write_text("profile: concise\n")
+    records = [InteractionRecord(arm=arm, seed=0, index=i, step=0, prompt="How do I cook rice?", response=LONG, response_tokens=50, finished=True,
+                                 followup="f", followup_raw="f", satisfied=False) for i, arm in enumerate(["treated", "control", "treated"])]
+    (run / "interactions.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records))
+    result = cli("profiles", "wording", "--run", str(run), "--out", str(tmp_path / "r.json"))
+    assert result.code == 0, result.stderr
+    (complaint, *_) = json.loads((tmp_path / "r.json").read_text())["concise"]
+    assert complaint["answers"] == 2 and complaint["eos"] is not None  # the two treated answers, finished
+    bad = cli("profiles", "wording", "no_emojis", "--run", str(run))
+    assert bad.code == 2 and "has no run of profile no_emojis" in bad.stderr
     bad = cli("profiles", "wording", "--answers", "2")
     assert bad.code == 2 and "name at least one profile" in bad.stderr
     bad = cli("profiles", "wording", "concise", "--set", "cut_eos=maybe")
