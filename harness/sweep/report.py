@@ -5,7 +5,7 @@
 - heatmap.png: profile × interactions, treated minus control clean compliance (mean over seeds)
 - summary.md: per profile, sorted by that gain at the last point: the untrained model's compliance (nothing left to learn
   vs did not learn), treated and control clean compliance with 95% intervals, degeneration, relevance and a verdict read off
-  the intervals; what the treated arm trained on (harness/sweep/signal.py); what the cells shared; failed cells
+  the intervals (``Row.verdict``); what the treated arm trained on (harness/sweep/signal.py); what the cells shared; failed cells
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from harness.runs import read_evals
 from harness.sweep.signal import signal_lines
 
 ROOM = 0.5  # an untrained model complying with more than half the prompts leaves little to learn
-VERDICTS = ("learned", "no effect", "degenerated", "already satisfied", "no control")
+VERDICTS = ("learned", "control fell", "no effect", "degenerated", "already satisfied", "no control")
 JUDGE_NOTE = ("Win rates here come from the judge in the cells' config; the default, `rules`, reads the same checks as the scripted user, so it "
               "is not independent of the training signal. For an independent judge, rerun with an LLM judge "
               "(`hindsight sweep SPEC.yaml --name NAME-llm --set judge.kind=llm --set judge.llm.model=MODEL`) or judge a cell's saved answers: "
@@ -56,9 +56,10 @@ class Row:
     @property
     def verdict(self) -> str:
         """Read off the 95% intervals at the last point: degenerated (more degenerate or less relevant answers than the
-        untrained model), learned (treated clean compliance above the control's), already satisfied (the untrained model
-        complied with more than half the prompts already), else no effect."""
-        t, c = self.get("clean", "treated"), self.get("clean", "control")
+        untrained model), learned (treated clean compliance above the control's and above the untrained model's), control
+        fell (above the control's only: the control arm lost compliance the untrained model had, so the gap is not learning),
+        already satisfied (the untrained model complied with more than half the prompts already), else no effect."""
+        t, c, u = self.get("clean", "treated"), self.get("clean", "control"), self.get("clean", "initial")
         d, d0 = self.get("degenerate", "treated"), self.get("degenerate", "initial")
         r, r0 = self.get("relevant", "treated"), self.get("relevant", "initial")
         if d and d0 and d.low > d0.high or r and r0 and r.high < r0.low:
@@ -66,7 +67,7 @@ class Row:
         if t is None or c is None:
             return "no control"
         if t.low > c.high:
-            return "learned"
+            return "learned" if u is None or t.low > u.high else "control fell"
         untrained = self.get("compliance", "initial")
         return "already satisfied" if untrained and untrained.mean > ROOM else "no effect"
 
@@ -274,7 +275,8 @@ def write_report(folder: Path) -> Path:
         room = [r for r in rows if (u := r.get("compliance", "initial")) is not None and u.mean <= ROOM]
         lines += ["", f"## {variant}: {len(rows)} profile(s), {len(members[variant])} cell(s)", "",
                   "Verdicts: " + ", ".join(f"{n} {v}" for v, n in tally.items() if n) + f". Treated beats control (95% intervals apart) on "
-                  f"{sum(r.verdict == 'learned' for r in room)} of the {len(room)} profile(s) where the untrained model leaves room (compliance ≤ {ROOM}).",
+                  f"{sum(r.verdict in ('learned', 'control fell') for r in room)} of the {len(room)} profile(s) where the untrained model leaves "
+                  f"room (compliance ≤ {ROOM}), and the untrained model too on {sum(r.verdict == 'learned' for r in room)} of them.",
                   "", "Clean compliance and the other shares at the last evaluation all seeds reached, with 95% intervals (one seed: Wilson over "
                   "the held-out prompts; several: across seeds joined with the pooled Wilson interval); rows sorted by treated − control.", ""]
         lines += table_lines(rows)
