@@ -33,7 +33,8 @@ JUDGE_NOTE = ("Win rates here come from the judge in the cells' config; the defa
 SIGNAL_NOTE = ("Per profile, the treated arm's interactions (seeds pooled): the share of follow-ups that complained (not the profile's "
                "satisfied replies), the share of sampled answers that ended on end-of-turn rather than at the token cap, their length "
                "early and late in training, the advantage A_t (hindsight minus reference log-probability, before centring) averaged over "
-               "each answer's tokens and on its end-of-turn token, split by the kind of follow-up, and how far the arm moved (KL).")
+               "each answer's tokens and on its end-of-turn token, split by the kind of follow-up, the size of A_t per token (RMS) next to "
+               "the control arm's (whose user sends only neutral messages: the noise floor), and how far the arm moved (KL).")
 
 
 @dataclass
@@ -281,7 +282,7 @@ def write_report(folder: Path) -> Path:
                   "the held-out prompts; several: across seeds joined with the pooled Wilson interval); rows sorted by treated − control.", ""]
         lines += table_lines(rows)
         lines += ["", f"### {variant}: what the treated arm trained on", "", SIGNAL_NOTE, ""]
-        lines += signal_lines(folder, members[variant], order[variant], {c["id"]: c["profile"] for c in plan["cells"]})
+        lines += signal_lines(folder, members[variant], order[variant], {c["id"]: c for c in plan["cells"]})
     if evals:
         plot_heatmap(folder / "heatmap.png", evals, order)
     lines += ["", "\\* " + JUDGE_NOTE]

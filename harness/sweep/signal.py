@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 
-from core.records import InteractionRecord, read_jsonl
+from core.records import InteractionRecord, SignalRecord, read_jsonl
 from harness.runs import read_evals
+from harness.signals import SIGNALS
 
 
 @dataclass
@@ -30,14 +31,28 @@ class Signal:
     eos_complaint: float | None  # mean A_t of the end-of-turn token (finished answers), after a complaint / a satisfied reply
     eos_satisfied: float | None
     kl: float | None  # treated arm's KL to the initial policy at its last evaluation
+    rms: float | None = None  # root mean square of A_t over every trained token of the treated arm
+    control_rms: float | None = None  # the same for the control arm: what neutral messages alone give, the noise floor
 
 
 def _mean(values: list[float]) -> float | None:
     return fmean(values) if values else None
 
 
-def profile_signal(profile: str, runs: list[Path]) -> Signal | None:
-    """The treated arm's records of ``runs`` (one profile's cells), or None when none has interactions yet."""
+def token_rms(paths: list[Path], arm: str) -> float | None:
+    """Root mean square of the per-token advantage over the ``arm`` records of these signals.jsonl files (None: none)."""
+    total, count = 0.0, 0
+    for path in paths:
+        for record in read_jsonl(path, SignalRecord):
+            if record.arm == arm:
+                total += sum(a * a for a in record.advantage)
+                count += len(record.advantage)
+    return (total / count) ** 0.5 if count else None
+
+
+def profile_signal(profile: str, runs: list[Path], controls: list[Path] = ()) -> Signal | None:
+    """The treated arm's records of ``runs`` (one profile's cells), or None when none has interactions yet; ``controls``:
+    the folders that trained their control arms (shared controls, or the runs themselves)."""
     records: list[InteractionRecord] = []
     kls: list[float] = []
     for run in runs:
@@ -60,24 +75,27 @@ def profile_signal(profile: str, runs: list[Path]) -> Signal | None:
         profile, len(records), len(complaint) / len(records), sum(r.finished for r in records) / len(records), fmean(first), fmean(last),
         _mean([r.advantage["mean"] for r in complaint if "mean" in r.advantage]), _mean([r.advantage["mean"] for r in satisfied if "mean" in r.advantage]),
         _mean([r.advantage["eos"] for r in complaint if "eos" in r.advantage]), _mean([r.advantage["eos"] for r in satisfied if "eos" in r.advantage]),
-        _mean(kls))
+        _mean(kls), token_rms([r / SIGNALS for r in runs], "treated"), token_rms([c / SIGNALS for c in controls], "control"))
 
 
 def _num(value: float | None, sign: bool = True) -> str:
     return "–" if value is None else f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
-def signal_lines(folder: Path, members: list[str], order: list[str], profile_of: dict[str, str]) -> list[str]:
-    """The table, one row per profile in ``order``, from the cells ``members`` (cell id → profile in ``profile_of``)."""
+def signal_lines(folder: Path, members: list[str], order: list[str], cells: dict[str, dict]) -> list[str]:
+    """The table, one row per profile in ``order``, from the cells ``members`` (``cells``: plan.json's cells by id)."""
     lines = ["| profile | interactions | complaints | sampled answers finished | words sampled: first → last quarter "
-             "| mean A_t: complaint / satisfied | end-of-turn A_t: complaint / satisfied | KL to initial (treated, last point) |",
-             "|" + "---|" * 8]
+             "| mean A_t: complaint / satisfied | end-of-turn A_t: complaint / satisfied | A_t RMS per token: treated / control "
+             "| KL to initial (treated, last point) |",
+             "|" + "---|" * 9]
     for profile in order:
-        signal = profile_signal(profile, [folder / "runs" / c for c in members if profile_of[c] == profile])
-        if signal is None:
+        mine = [c for c in members if cells[c]["profile"] == profile]
+        controls = [folder / "shared" / cells[c]["control"] if cells[c].get("control") else folder / "runs" / c for c in mine]
+        s = profile_signal(profile, [folder / "runs" / c for c in mine], controls)
+        if s is None:
             continue
-        s = signal
+        kl = _num(s.kl, False) if s.kl is None or s.kl >= 0.01 else f"{s.kl:.3f}"
         lines.append(f"| {profile} | {s.interactions} | {s.complaints:.2f} | {s.finished:.2f} | {s.words_first:.0f} → {s.words_last:.0f} "
                      f"| {_num(s.advantage_complaint)} / {_num(s.advantage_satisfied)} | {_num(s.eos_complaint)} / {_num(s.eos_satisfied)} "
-                     f"| {_num(s.kl, False) if s.kl is None or s.kl >= 0.01 else f'{s.kl:.3f}'} |")
+                     f"| {_num(s.rms, False)} / {_num(s.control_rms, False)} | {kl} |")
     return lines

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.records import EvalRecord, InteractionRecord, SampleRecord, TrainRecord
+from core.records import EvalRecord, InteractionRecord, SampleRecord, SignalRecord, TrainRecord
 from harness.checkpoint import ArmCheckpoints, ArmState
 from core.errors import UserInputError
 from harness.sweep.executors import GB, LocalExecutor, local_slots, reachable
@@ -360,8 +360,14 @@ def test_the_signal_table_splits_the_advantage_by_follow_up_and_counts_cut_answe
              for i, text, done, ok, adv in rows]
     lines.append(InteractionRecord(arm="control", seed=0, index=0, step=0, prompt="p", response="x " * 50, response_tokens=50, finished=False,
                                    followup="f", followup_raw="f", satisfied=None, advantage={"mean": 9.0}))
-    (tmp_path / "runs" / "sdpo-learns-s0" / "interactions.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in lines))
+    run = tmp_path / "runs" / "sdpo-learns-s0"
+    (run / "interactions.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in lines))
+    signals = [SignalRecord(arm="treated", seed=0, index=0, step=0, tokens=["a", "b"], ids=[1, 2], advantage=[3.0, -1.0]),
+               SignalRecord(arm="treated", seed=0, index=1, step=0, tokens=["c"], ids=[3], advantage=[1.0]),
+               SignalRecord(arm="control", seed=0, index=0, step=0, tokens=["d", "e"], ids=[4, 5], advantage=[0.5, -0.5])]
+    (run / "signals.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in signals))
     summary = write_report(tmp_path).read_text()
     row = next(line for line in summary.splitlines() if line.startswith("| learns | 4 |"))
-    # complaints 2/4, finished 3/4, words first quarter 4 → last quarter 1, A −0.30 / +0.20, end-of-turn −1.00 / +0.60, KL 0.25
-    assert row == "| learns | 4 | 0.50 | 0.75 | 4 → 1 | -0.30 / +0.20 | -1.00 / +0.60 | 0.25 |"
+    # complaints 2/4, finished 3/4, words first quarter 4 → last quarter 1, A −0.30 / +0.20, end-of-turn −1.00 / +0.60,
+    # RMS √((9 + 1 + 1) / 3) = 1.91 for treated, 0.50 for control, KL 0.25
+    assert row == "| learns | 4 | 0.50 | 0.75 | 4 → 1 | -0.30 / +0.20 | -1.00 / +0.60 | 1.91 / 0.50 | 0.25 |"
