@@ -352,10 +352,11 @@ def test_a_two_node_ray_cluster_runs_cells_on_both_nodes_and_gives_the_local_rec
 
 def test_the_signal_table_splits_the_advantage_by_follow_up_and_counts_cut_answers(tmp_path):
     _fake_sweep(tmp_path, {"learns": {"initial": {"compliance": 0.1, "clean": 0.1}, "treated": {"clean": 0.9, "kl": 0.25}, "control": {"clean": 0.1}}})
-    # 4 treated interactions: two complaints (one cut at the cap), two satisfied replies; a control interaction that must not count
-    rows = [(0, "one two three four", False, False, {"mean": -0.4, "eos": None}), (1, "one two", True, False, {"mean": -0.2, "eos": -1.0}),
-            (2, "one", True, True, {"mean": 0.1, "eos": 0.5}), (3, "one", True, True, {"mean": 0.3, "eos": 0.7})]
-    lines = [InteractionRecord(arm="treated", seed=0, index=i, step=i // 2, prompt="p", response=text, response_tokens=3, finished=done,
+    # 4 treated interactions: two complaints (one cut at the cap), two satisfied replies (one to a loop); a control interaction that
+    # must not count
+    rows = [(0, "Bananas grow in warm places", False, False, {"mean": -0.4, "eos": None}), (1, "Boil it", True, False, {"mean": -0.2, "eos": -1.0}),
+            (2, "go on " * 8, True, True, {"mean": 0.1, "eos": 0.5}), (3, "Simmer the rice in salted water", True, True, {"mean": 0.3, "eos": 0.7})]
+    lines = [InteractionRecord(arm="treated", seed=0, index=i, step=i // 2, prompt="How do I cook rice?", response=text, response_tokens=3, finished=done,
                                followup="f", followup_raw="f", satisfied=ok, advantage={k: v for k, v in adv.items() if v is not None})
              for i, text, done, ok, adv in rows]
     lines.append(InteractionRecord(arm="control", seed=0, index=0, step=0, prompt="p", response="x " * 50, response_tokens=50, finished=False,
@@ -368,6 +369,8 @@ def test_the_signal_table_splits_the_advantage_by_follow_up_and_counts_cut_answe
     (run / "signals.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in signals))
     summary = write_report(tmp_path).read_text()
     row = next(line for line in summary.splitlines() if line.startswith("| learns | 4 |"))
-    # complaints 2/4, finished 3/4, words first quarter 4 → last quarter 1, A −0.30 / +0.20, end-of-turn −1.00 / +0.60,
+    # complaints 2/4, finished 3/4, words first quarter 5 → last quarter 6, A −0.30 / +0.20, end-of-turn −1.00 / +0.60,
     # RMS √((9 + 1 + 1) / 3) = 1.91 for treated, 0.50 for control, KL 0.25
-    assert row == "| learns | 4 | 0.50 | 0.75 | 4 → 1 | -0.30 / +0.20 | -1.00 / +0.60 | 1.91 / 0.50 | 0.25 |"
+    # satisfied replies to looping or off-topic answers: 1 of 2 ("go on go on …"); off-topic (cosine to the prompt below 0.3): the
+    # first answer (bananas), not the last (rice)
+    assert row == "| learns | 4 | 0.50 | 0.50 | 1.00 → 0.00 | 0.75 | 5 → 6 | -0.30 / +0.20 | -1.00 / +0.60 | 1.91 / 0.50 | 0.25 |"
