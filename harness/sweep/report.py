@@ -32,7 +32,8 @@ JUDGE_NOTE = ("Win rates here come from the judge in the cells' config; the defa
 
 SIGNAL_NOTE = ("Per profile, the treated arm's interactions (seeds pooled): the share of follow-ups that complained (not the profile's "
                "satisfied replies), the share of satisfied replies that went to a looping or off-topic answer (a user whose checks nonsense passes "
-               "reinforces it), the share of off-topic answers (cosine to the prompt below 0.3) early and late in training, the share of sampled answers that ended on end-of-turn rather than at the token cap, their length "
+               "reinforces it), the share of off-topic answers (cosine to the prompt below 0.3) early and late in training, the share of "
+               "sampled answers that ended on end-of-turn rather than at the token cap, their length "
                "early and late in training, the advantage A_t (hindsight minus reference log-probability, before centring) averaged over "
                "each answer's tokens and on its end-of-turn token, split by the kind of follow-up, the size of A_t per token (RMS) next to "
                "the control arm's (whose user sends only neutral messages: the noise floor), and how far the arm moved (KL).")
