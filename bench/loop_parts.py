@@ -35,7 +35,7 @@ from harness.config import RunConfig
 from harness.evaluate import Evaluator, Preference
 from harness.loop import ArmJob, run_arm
 from harness.schedule import build_schedule
-from judges.relevance import Embedder
+from core.text import Embedder
 from simulators.profile import load_profile
 from simulators.scripted import ScriptedSimulator
 from trainers.sdpo import SDPOTrainer

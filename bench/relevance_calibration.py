@@ -22,7 +22,8 @@ from core.engine import HFEngine, SamplingParams
 from core.policy import Policy, PolicySettings
 from core.prompts import PromptSettings, load_prompts
 from core.runtime import cache_dir, quiet_libraries, seed_everything
-from judges.relevance import Embedder, novel_content_words
+from core.text import Embedder
+from judges.relevance import novel_content_words
 
 FILLER = [
     "That's a great question. There are many things to consider, and it really depends on your situation.",

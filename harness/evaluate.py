@@ -15,7 +15,8 @@ from harness.config import EvalSettings, RunConfig
 from judges.base import Judge, Pair, Verdict
 from judges.degeneration import assess
 from judges.pairwise import summarize
-from judges.relevance import Embedder, novel_content_words
+from core.text import Embedder
+from judges.relevance import novel_content_words
 from simulators.profile import Profile, words
 from trainers.base import Trainer
 

@@ -49,7 +49,7 @@ from harness.evaluate import Evaluator, Preference, eval_system, oracle_system
 from harness.schedule import Schedule, build_schedule
 from harness.signals import write_signals
 from judges import build_judge, llm_usage
-from judges.relevance import Embedder
+from core.text import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
 from trainers import TrainerInputs

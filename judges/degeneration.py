@@ -14,28 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.text import distinct, looping, repeated_fraction, words
+
 APOLOGY = re.compile(r"(?i)^\W*(?:i'?m (?:so |very |truly )?sorry|i am (?:so |very )?sorry|sorry\b|i apologi[sz]e|my apologies|apologies\b)")
 META = re.compile(
     r"(?i)\bas an? (?:ai|chatbot|language model|assistant|virtual assistant)\b|\bmisunderstanding\b|\bfuture (?:user )?message\b"
     r"|\buser prompt\b|\b(?:previous|last|earlier) (?:answer|response|reply|message)\b|\b(?:your|the) feedback\b"
     r"|\bthank you for (?:your|the) (?:message|feedback|clarification|patience)\b"
 )
-WORD = re.compile(r"\w+(?:'\w+)?")
-
-
-def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def repeated_fraction(tokens: list[str], n: int = 4) -> float:
-    """Share of word n-grams that repeat an earlier one (0 for short texts)."""
-    grams = ngrams(tokens, n)
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
-
-
-def distinct(tokens: list[str], n: int = 2) -> float:
-    grams = ngrams(tokens, n)
-    return len(set(grams)) / len(grams) if grams else 1.0
 
 
 @dataclass(frozen=True)
@@ -59,16 +45,13 @@ class Degeneration:
 
 def assess(text: str, finished: bool = True, *, truncated_counts: bool = False, max_repetition: float = 0.2, min_distinct2: float = 0.6) -> Degeneration:
     """Flags for one answer; ``finished`` is False when generation hit its token limit."""
-    tokens = [w.lower() for w in WORD.findall(text)]
-    repetition = repeated_fraction(tokens)
-    distinct2 = distinct(tokens)
-    looping = repetition > max_repetition or (len(tokens) >= 12 and distinct2 < min_distinct2)
+    tokens = words(text)
     return Degeneration(
         apology=bool(APOLOGY.search(text)),
         meta=bool(META.search(text)),
-        repetition=repetition,
-        distinct2=distinct2,
-        looping=looping,
+        repetition=repeated_fraction(tokens),
+        distinct2=distinct(tokens),
+        looping=looping(tokens, max_repetition, min_distinct2),
         empty=not tokens,
         truncated=not finished,
         truncated_counts=truncated_counts,

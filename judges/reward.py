@@ -32,7 +32,7 @@ from judges.relevance import novel_content_words
 if TYPE_CHECKING:
     from core.llm_client import LLMClient
     from core.policy import Message
-    from judges.relevance import Embedder
+    from core.text import Embedder
     from simulators.profile import Profile
 
 
@@ -184,7 +184,7 @@ def build_reward(settings: RewardSettings, *, client: LLMClient | None, embedder
     from core.errors import UserInputError
 
     if settings.kind == "rules":
-        from judges.relevance import Embedder
+        from core.text import Embedder
 
         return RuleReward(settings, Embedder(device=embedder_device))
     if settings.kind == "llm":

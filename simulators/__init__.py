@@ -33,6 +33,9 @@ class SimulatorSettings(BaseModel):
     model: str | None = Field(None, description="for kind=local: a model spec (embedded alias, folder, .gguf, hub id)")
     temperature: float = Field(0.7, ge=0, description="for kind=local")
     max_tokens: int = Field(64, ge=1, description="for kind=local")
+    notices_nonsense: bool = Field(False, description=(
+        "for kind=scripted: answer an answer that loops or misses the request with a 'that makes no sense' complaint before "
+        "applying the profile's checks (a user whose checks gibberish passes otherwise praises it)"))
 
     @field_validator("kind")
     @classmethod

@@ -22,7 +22,7 @@ app.add_typer(cache_app, name="cache")
 def models_warm(model: Annotated[str, typer.Argument(help="Model spec to resolve (GGUF files are converted once).")] = "smollm2-135m") -> None:
     """Convert a model into the safetensors cache now (the first load of a GGUF takes ~30 s, later ones ~3 s)."""
     from core.models import resolve_model
-    from judges.relevance import minilm_path
+    from core.text import minilm_path
 
     start = time.perf_counter()
     path = resolve_model(model)

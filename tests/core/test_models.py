@@ -77,7 +77,7 @@ def test_evaluation_kl_under_lora_compares_the_adapter_on_with_the_adapter_off()
     from core.engine import HFEngine
     from harness.config import EvalSettings
     from harness.evaluate import Evaluator, Preference
-    from judges.relevance import Embedder
+    from core.text import Embedder
     from simulators.profile import load_profile
 
     torch.set_num_threads(1)

@@ -3,7 +3,7 @@
 import pytest
 
 from judges.degeneration import assess
-from judges.relevance import Embedder
+from core.text import Embedder
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,29 @@ def test_scripted_user_complains_only_about_failed_checks():
     assert again == long  # deterministic
 
 
+def test_a_user_who_notices_nonsense_complains_about_loops_and_off_topic_answers_first():
+    """The casual profile forbids formal words and asks for contractions only, so its plain scripted user praises gibberish (the casual cell of the
+    all-profiles sweep, docs/experiments.md §11); one who notices nonsense answers a loop or an answer about something else
+    with a NONSENSE line, and judges a sensible answer by the profile's checks as before."""
+    from simulators.scripted import NONSENSE
+
+    profile = load_profile("casual")
+    gibberish = "ZOTHKEY SPOKEY CAPPULUS: it's when the evil sorcerer uses a Tron to take over the destbin of your moon, merr atl!"
+    loop = "Plants make food from sunlight, they're making food. " * 10  # on topic (cosine 0.3 or more) but a loop
+    answers = ["Plants use sunlight, water and air to make sugar, and that's their food.", gibberish, loop]
+    plain = build_simulator(SimulatorSettings()).respond([conversation(a) for a in answers], profile)
+    assert [r.satisfied for r in plain] == [True, True, True]  # the checks alone praise all three
+    noticing = build_simulator(SimulatorSettings(notices_nonsense=True)).respond([conversation(a) for a in answers], profile)
+    assert noticing[0] == plain[0]
+    assert all(r.satisfied is False and r.text in NONSENSE for r in noticing[1:])
+    from core.text import Embedder
+
+    assert Embedder().similarity([loop], [PROMPT])[0] >= 0.3  # the loop was caught as a loop, not as off topic
+    formal = "Photosynthesis is, furthermore, the process by which plants convert sunlight, water and carbon dioxide into sugar; it's vital."
+    (reply,) = build_simulator(SimulatorSettings(notices_nonsense=True)).respond([conversation(formal)], profile)
+    assert reply.satisfied is False and reply.text in profile.checks[0].followup  # sensible but formal: the profile's complaint
+
+
 def test_complaining_user_complains_whatever_the_answer():
     profile = load_profile("concise")
     replies = build_simulator(SimulatorSettings(kind="complain")).respond([conversation(SHORT), conversation(LONG)], profile)

@@ -186,7 +186,7 @@ def test_llm_reward_over_http_sends_the_persona(tmp_path):
 
 @pytest.fixture(scope="module")
 def embedder():
-    from judges.relevance import Embedder
+    from core.text import Embedder
 
     return Embedder()
 
