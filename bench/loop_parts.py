@@ -31,11 +31,11 @@ from core.policy import Policy
 from core.prompts import load_prompts
 from core.records import METRIC, TrainRecord, read_jsonl
 from core.runtime import quiet_libraries, seed_everything
+from core.text import Embedder
 from harness.config import RunConfig
 from harness.evaluate import Evaluator, Preference
 from harness.loop import ArmJob, run_arm
 from harness.schedule import build_schedule
-from core.text import Embedder
 from simulators.profile import load_profile
 from simulators.scripted import ScriptedSimulator
 from trainers.sdpo import SDPOTrainer

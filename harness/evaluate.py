@@ -11,11 +11,11 @@ import torch
 from core.engine import Engine, SamplingParams, cached_generate
 from core.policy import Policy
 from core.records import Arm, EvalRecord, SampleRecord, WinRate
+from core.text import Embedder
 from harness.config import EvalSettings, RunConfig
 from judges.base import Judge, Pair, Verdict
 from judges.degeneration import assess
 from judges.pairwise import summarize
-from core.text import Embedder
 from judges.relevance import novel_content_words
 from simulators.profile import Profile, words
 from trainers.base import Trainer

@@ -33,6 +33,7 @@ from core.policy import Policy
 from core.prompts import load_prompts
 from core.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, append_jsonl, now, usage_records, write_json
 from core.runtime import peak_memory_gb, quiet_libraries, seed_everything, set_threads
+from core.text import Embedder
 from harness.checkpoint import (
     ArmCheckpoints,
     ArmState,
@@ -49,7 +50,6 @@ from harness.evaluate import Evaluator, Preference, eval_system, oracle_system
 from harness.schedule import Schedule, build_schedule
 from harness.signals import write_signals
 from judges import build_judge, llm_usage
-from core.text import Embedder
 from simulators import build_simulator
 from simulators.neutral import NeutralSimulator, load_pool
 from trainers import TrainerInputs

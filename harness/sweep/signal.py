@@ -13,12 +13,12 @@ from pathlib import Path
 from statistics import fmean
 
 from core.records import InteractionRecord, SignalRecord, read_jsonl
-from judges.degeneration import assess
 from core.text import Embedder
-
-OFF_TOPIC = 0.3  # below this cosine to its prompt an answer is off-topic (EvalSettings.min_prompt_similarity's default)
 from harness.runs import read_evals
 from harness.signals import SIGNALS
+from judges.degeneration import assess
+
+OFF_TOPIC = 0.3  # below this cosine to its prompt an answer is off-topic (EvalSettings.min_prompt_similarity's default)
 
 
 @dataclass

@@ -75,9 +75,9 @@ def test_lora_trains_only_the_adapter_and_round_trips(tmp_path):
 def test_evaluation_kl_under_lora_compares_the_adapter_on_with_the_adapter_off():
     """The current policy is scored with its adapter, the initial one without: KL 0 before any update, above 0 after one."""
     from core.engine import HFEngine
+    from core.text import Embedder
     from harness.config import EvalSettings
     from harness.evaluate import Evaluator, Preference
-    from core.text import Embedder
     from simulators.profile import load_profile
 
     torch.set_num_threads(1)

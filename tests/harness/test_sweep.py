@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserInputError
 from core.records import EvalRecord, InteractionRecord, SampleRecord, SignalRecord, TrainRecord
 from harness.checkpoint import ArmCheckpoints, ArmState
-from core.errors import UserInputError
 from harness.sweep.executors import GB, LocalExecutor, local_slots, reachable
 from harness.sweep.report import load_cells, profile_row, write_report
 from harness.sweep.spec import control_key, make_plan

@@ -2,8 +2,8 @@
 
 import pytest
 
-from judges.degeneration import assess
 from core.text import Embedder
+from judges.degeneration import assess
 
 
 @pytest.mark.parametrize(
