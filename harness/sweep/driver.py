@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from core.errors import UserInputError
@@ -34,16 +36,51 @@ def tasks(plan: Plan, folder: SweepFolder, records_back: bool, command: str) -> 
                        records_back=records_back, command=f"{command} (cell {c.id})") for c in plan.cells]
 
 
+def _differences(path: Path, config: RunConfig) -> list[str]:
+    """The dotted keys where the run config at ``path`` differs from ``config``."""
+    old, new = flatten(RunConfig.from_file(path).model_dump(mode="json")), flatten(config.model_dump(mode="json"))
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
 def check_cells(plan: Plan, folder: SweepFolder) -> None:
     """A cell folder from an earlier session must hold the same run: a changed spec gets a new sweep name."""
     for cell in plan.cells:
         path = folder.path("runs", cell.id, "config.yaml")
-        if path.is_file():
-            old, new = flatten(RunConfig.from_file(path).model_dump(mode="json")), flatten(cell.config.model_dump(mode="json"))
-            differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            if differ:
-                raise UserInputError(f"{path.parent} holds a run with another config ({', '.join(differ[:4])} differ): the spec changed since; "
-                                     "give this sweep another name (--name) or remove that folder")
+        if path.is_file() and (differ := _differences(path, cell.config)):
+            raise UserInputError(f"{path.parent} holds a run with another config ({', '.join(differ[:4])} differ): the spec changed since; "
+                                 "give this sweep another name (--name) or remove that folder")
+
+
+def adopt_finished(plan: Plan, folder: SweepFolder) -> dict[str, Path]:
+    """Copy in, rather than run again, the cells that another sweep in the same results folder finished with the same id
+    and config (a cell's records depend on its config alone: its control arm, shared or not, too). A shared control whose
+    cells are all finished is then not needed. Returns cell id → the run folder it came from."""
+    adopted: dict[str, Path] = {}
+    for cell in plan.cells:
+        if finished(folder.path("runs", cell.id)):
+            continue
+        for other in sorted(folder.folder.parent.glob(f"*/runs/{cell.id}")):
+            if other.parent.parent.resolve() == folder.folder.resolve() or not finished(other) or _differences(other / "config.yaml", cell.config):
+                continue
+            target = folder.path("runs", cell.id)
+            if target.exists():
+                shutil.rmtree(target)  # an unfinished attempt at the same run
+            shutil.copytree(other, target)
+            folder.set_status(cell.id, state="done", node="-", seconds=0.0, finished=now(), error=None, traceback=None, adopted=str(other))
+            folder.log(f"adopted {cell.id} from {other} (same config, finished there)")
+            adopted[cell.id] = other
+            break
+    for control in plan.controls:
+        if not finished(folder.path("shared", control.id)) and not needed(control.cells, folder):
+            folder.set_status(control.id, state="not needed", error=None)
+        elif folder.status(control.id).get("state") == "not needed":
+            folder.set_status(control.id, state="pending")
+    return adopted
+
+
+def needed(cells: tuple[str, ...], folder: SweepFolder) -> bool:
+    """A shared control is needed while one of its cells has not finished."""
+    return not all(finished(folder.path("runs", c)) for c in cells)
 
 
 def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, records_back: bool = False, command: str = "") -> dict[str, Any]:
@@ -54,6 +91,7 @@ def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, r
     folder.folder.mkdir(parents=True, exist_ok=True)
     with folder.driving():
         check_cells(plan, folder)
+        adopt_finished(plan, folder)
         write_atomic(folder.path("plan.json"), json.dumps(plan.describe(), indent=1))
         spec = plan.source.read_text(encoding="utf-8")
         write_atomic(folder.path("spec.yaml"), spec + (f"\n# command line: {command}\n" if command else ""))
@@ -61,7 +99,8 @@ def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, r
         session = {"started": started, "finished": None, "seconds": None, "executor": executor.description, "command": command}
         sessions = folder.sessions()
         all_tasks = tasks(plan, folder, records_back, command)
-        pending = [t for t in all_tasks if not finished(folder.path(t.folder))]
+        cells_of = {s.id: s.cells for s in plan.controls}
+        pending = [t for t in all_tasks if not finished(folder.path(t.folder)) and (t.kind != "control" or needed(cells_of[t.id], folder))]
         to_run = len(pending)
         folder.log(f"driver pid {os.getpid()} on {socket.gethostname()}: {executor.description}; {len(pending)} of {len(all_tasks)} tasks to run")
         sink({"type": "sweep", "total": len(all_tasks), "pending": len(pending), "executor": executor.description})

@@ -87,8 +87,8 @@ def sweep_folder(sweep: str, results: Path) -> SweepFolder:
 
 
 def sweep_status(folder: SweepFolder) -> dict[str, Any]:
-    """Every task's state (done, running, queued, failed, interrupted: a driver stopped while it ran, or pending) with its
-    progress (interactions logged of those its arms will log), node, seconds and error."""
+    """Every task's state (done, running, queued, failed, interrupted: a driver stopped while it ran, pending, or not needed:
+    a shared control whose cells all came finished from another sweep) with its progress (interactions logged of those its arms will log), node, seconds and error."""
     plan = folder.plan()
     driver = locked(folder.path("driver.lock"))
     rows = []
@@ -104,7 +104,8 @@ def sweep_status(folder: SweepFolder) -> dict[str, Any]:
             logged = sum(status["arms"].values()) if status.get("arms") and state != "done" else _lines(run / "interactions.jsonl")
             total = entry["interactions"] * entry["arms"]
             rows.append({"id": entry["id"], "kind": kind, "state": state, "progress": min(logged / total, 1.0) if total else None,
-                         "node": status.get("node"), "seconds": status.get("seconds"), "error": status.get("error")})
+                         "node": status.get("node"), "seconds": status.get("seconds"), "error": status.get("error"),
+                         "adopted": status.get("adopted") if state == "done" else None})
     counts = {s: sum(r["state"] == s for r in rows if r["kind"] == "cell") for s in ("done", "running", "queued", "failed", "interrupted", "pending")}
     sessions = folder.sessions()
     return {"sweep": plan["name"], "path": str(folder.folder), "driver_running": driver, "cells": counts, "tasks": rows,

@@ -265,6 +265,10 @@ def write_report(folder: Path) -> Path:
              f"{status['sessions']} driver session(s). Each cell is a run folder under `runs/` (`hindsight show`, `compare`, "
              "`personalize --resume`); `hindsight sweep status " + plan["name"] + "` shows progress.", "", "## What the cells shared", ""]
     lines += shared_lines(plan)
+    adopted = [t for t in status["tasks"] if t.get("adopted")]
+    if adopted:
+        lines.append(f"- **Adopted**: {len(adopted)} cell(s) came finished from another sweep with the same config (copied in, not "
+                     "rerun): " + ", ".join(f"`{t['id']}` ({Path(t['adopted']).parent.parent.name})" for t in adopted) + ".")
     order: dict[str, list[str]] = {}
     if evals:
         plot_curves(folder / "curve.png", evals, judge_label(folder, plan))

@@ -278,6 +278,29 @@ def test_a_tiny_sweep_writes_ordinary_runs_that_equal_a_plain_run_and_a_report(r
 
 
 @pytest.mark.slow
+def test_a_sweep_adopts_the_cells_another_sweep_finished_with_the_same_config(reference, cli, tmp_path):
+    import shutil
+
+    from harness.sweep.driver import adopt_finished
+    from harness.sweep.folder import SweepFolder
+
+    shutil.copytree(reference, tmp_path / "tiny")
+    changed = make_plan(spec_file(tmp_path, TINY.replace("name: tiny", "name: changed").replace("eval.kl_prompts: 2", "eval.kl_prompts: 1")))
+    assert [c.id for c in changed.cells] == list(CELLS)
+    assert adopt_finished(changed, SweepFolder(tmp_path / "changed")) == {} and not (tmp_path / "changed" / "runs").exists()
+    result = cli("sweep", str(spec_file(tmp_path, TINY.replace("name: tiny", "name: again"), "again.yaml")), "--results", str(tmp_path))
+    assert result.code == 0 and "0 task(s) ran" in result.stdout, result.stdout + result.stderr
+    again = tmp_path / "again"
+    for cell in CELLS:
+        assert records(again / "runs" / cell) == records(reference / "runs" / cell)
+    assert not list(again.glob("shared/*"))  # every cell came finished: their shared control was not trained again
+    status = json.loads(cli("sweep", "status", str(again), "--json").stdout)
+    assert status["cells"]["done"] == 2 and {r["state"] for r in status["tasks"] if r["kind"] == "control"} == {"not needed"}
+    assert "adopted sdpo-concise-s0 from" in (again / "sweep.log").read_text()
+    assert "**Adopted**: 2 cell(s)" in (again / "summary.md").read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_a_sweep_killed_with_sigkill_resumes_to_the_same_records(reference, tmp_path):
     spec = spec_file(tmp_path, TINY)
