@@ -58,7 +58,8 @@ def sweep(
     Writes results/SWEEP/: runs/CELL/ (ordinary runs), shared/ (the shared controls), sweep.log, status/, summary.md, curve.png
     (win rate and clean compliance over interactions, mean over profiles with 95% intervals) and heatmap.png (treated − control per
     profile). Rerunning the same command skips finished cells and resumes the others from their checkpoints; a failed cell is
-    recorded with its error and the others go on (exit 1 at the end).
+    recorded with its error and the others go on (exit 1 at the end). A cell that another sweep under --results finished
+    with the same config is copied in, not rerun (sweep.log and summary.md name where it came from).
 
     Examples:
 
