@@ -36,6 +36,10 @@ def tasks(plan: Plan, folder: SweepFolder, records_back: bool, command: str) -> 
                        records_back=records_back, command=f"{command} (cell {c.id})") for c in plan.cells]
 
 
+def _key(config: RunConfig) -> str:
+    return json.dumps(flatten(config.model_dump(mode="json")), sort_keys=True)
+
+
 def _differences(path: Path, config: RunConfig) -> list[str]:
     """The dotted keys where the run config at ``path`` differs from ``config``."""
     old, new = flatten(RunConfig.from_file(path).model_dump(mode="json")), flatten(config.model_dump(mode="json"))
@@ -52,24 +56,33 @@ def check_cells(plan: Plan, folder: SweepFolder) -> None:
 
 
 def adopt_finished(plan: Plan, folder: SweepFolder) -> dict[str, Path]:
-    """Copy in, rather than run again, the cells that another sweep in the same results folder finished with the same id
-    and config (a cell's records depend on its config alone: its control arm, shared or not, too). A shared control whose
-    cells are all finished is then not needed. Returns cell id → the run folder it came from."""
+    """Copy in, rather than run again, the cells that another sweep in the same results folder finished with the same
+    config, whatever that sweep named them (a cell's records depend on its config alone: its control arm, shared or not,
+    too). A shared control whose cells are all finished is then not needed. Returns cell id → the run it came from."""
     adopted: dict[str, Path] = {}
-    for cell in plan.cells:
-        if finished(folder.path("runs", cell.id)):
+    todo = [c for c in plan.cells if not finished(folder.path("runs", c.id))]
+    done: dict[str, Path] = {}
+    if todo:
+        for path in sorted(folder.folder.parent.glob("*/runs/*/config.yaml")):
+            if path.parents[2].resolve() != folder.folder.resolve() and finished(path.parent):
+                done.setdefault(_key(RunConfig.from_file(path)), path.parent)
+    for cell in todo:
+        other = done.get(_key(cell.config))
+        if other is None:
             continue
-        for other in sorted(folder.folder.parent.glob(f"*/runs/{cell.id}")):
-            if other.parent.parent.resolve() == folder.folder.resolve() or not finished(other) or _differences(other / "config.yaml", cell.config):
-                continue
-            target = folder.path("runs", cell.id)
-            if target.exists():
-                shutil.rmtree(target)  # an unfinished attempt at the same run
-            shutil.copytree(other, target)
-            folder.set_status(cell.id, state="done", node="-", seconds=0.0, finished=now(), error=None, traceback=None, adopted=str(other))
-            folder.log(f"adopted {cell.id} from {other} (same config, finished there)")
-            adopted[cell.id] = other
-            break
+        target = folder.path("runs", cell.id)
+        if target.exists():
+            shutil.rmtree(target)  # an unfinished attempt at the same run
+        shutil.copytree(other, target)
+        if other.name != cell.id:  # the run's own name follows its new folder
+            info = json.loads((target / "run.json").read_text(encoding="utf-8"))
+            write_atomic(target / "run.json", json.dumps({**info, "run_id": cell.id}, indent=2))
+            if (target / "summary.md").is_file():
+                text = (target / "summary.md").read_text(encoding="utf-8")
+                write_atomic(target / "summary.md", text.replace(other.name, cell.id))
+        folder.set_status(cell.id, state="done", node="-", seconds=0.0, finished=now(), error=None, traceback=None, adopted=str(other))
+        folder.log(f"adopted {cell.id} from {other} (the same config, finished there)")
+        adopted[cell.id] = other
     for control in plan.controls:
         if not finished(folder.path("shared", control.id)) and not needed(control.cells, folder):
             folder.set_status(control.id, state="not needed", error=None)

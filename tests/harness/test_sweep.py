@@ -288,15 +288,19 @@ def test_a_sweep_adopts_the_cells_another_sweep_finished_with_the_same_config(re
     changed = make_plan(spec_file(tmp_path, TINY.replace("name: tiny", "name: changed").replace("eval.kl_prompts: 2", "eval.kl_prompts: 1")))
     assert [c.id for c in changed.cells] == list(CELLS)
     assert adopt_finished(changed, SweepFolder(tmp_path / "changed")) == {} and not (tmp_path / "changed" / "runs").exists()
-    result = cli("sweep", str(spec_file(tmp_path, TINY.replace("name: tiny", "name: again"), "again.yaml")), "--results", str(tmp_path))
+    # a grid point equal to the default: the same runs under other names
+    again_spec = TINY.replace("name: tiny", "name: again") + "grid:\n  trainer.cut_eos: [false]\n"
+    result = cli("sweep", str(spec_file(tmp_path, again_spec, "again.yaml")), "--results", str(tmp_path))
     assert result.code == 0 and "0 task(s) ran" in result.stdout, result.stdout + result.stderr
     again = tmp_path / "again"
     for cell in CELLS:
-        assert records(again / "runs" / cell) == records(reference / "runs" / cell)
+        renamed = again / "runs" / cell.replace("-s0", "-cut_eos_False-s0")
+        assert records(renamed) == records(reference / "runs" / cell)
+        assert json.loads((renamed / "run.json").read_text())["run_id"] == renamed.name
     assert not list(again.glob("shared/*"))  # every cell came finished: their shared control was not trained again
     status = json.loads(cli("sweep", "status", str(again), "--json").stdout)
     assert status["cells"]["done"] == 2 and {r["state"] for r in status["tasks"] if r["kind"] == "control"} == {"not needed"}
-    assert "adopted sdpo-concise-s0 from" in (again / "sweep.log").read_text()
+    assert "adopted sdpo-concise-cut_eos_False-s0 from" in (again / "sweep.log").read_text()
     assert "**Adopted**: 2 cell(s)" in (again / "summary.md").read_text()
 
 
