@@ -23,6 +23,7 @@ from harness.runs import read_evals
 from harness.sweep.signal import signal_lines
 
 ROOM = 0.5  # an untrained model complying with more than half the prompts leaves little to learn
+DEGENERATION_SLACK = 0.10  # "within 10 points of the untrained model": the degenerate share a profile may gain while it learns
 VERDICTS = ("learned", "control fell", "no effect", "degenerated", "already satisfied", "no control")
 JUDGE_NOTE = ("Win rates here come from the judge in the cells' config; the default, `rules`, reads the same checks as the scripted user, so it "
               "is not independent of the training signal. For an independent judge, rerun with an LLM judge "
@@ -55,6 +56,11 @@ class Row:
     def effect(self) -> float | None:
         t, c = self.get("clean", "treated"), self.get("clean", "control")
         return t.mean - c.mean if t and c else None
+
+    def degeneration_kept(self) -> bool:
+        """The treated arm's degenerate share at most DEGENERATION_SLACK above the untrained model's (means)."""
+        d, d0 = self.get("degenerate", "treated"), self.get("degenerate", "initial")
+        return d is not None and d0 is not None and d.mean <= d0.mean + DEGENERATION_SLACK + 1e-9
 
     @property
     def verdict(self) -> str:
@@ -283,7 +289,9 @@ def write_report(folder: Path) -> Path:
         lines += ["", f"## {variant}: {len(rows)} profile(s), {len(members[variant])} cell(s)", "",
                   "Verdicts: " + ", ".join(f"{n} {v}" for v, n in tally.items() if n) + f". Treated beats control (95% intervals apart) on "
                   f"{sum(r.verdict in ('learned', 'control fell') for r in room)} of the {len(room)} profile(s) where the untrained model leaves "
-                  f"room (compliance ≤ {ROOM}), and the untrained model too on {sum(r.verdict == 'learned' for r in room)} of them.",
+                  f"room (compliance ≤ {ROOM}), and the untrained model too on {sum(r.verdict == 'learned' for r in room)} of them; "
+                  f"{sum(r.verdict in ('learned', 'control fell') and r.degeneration_kept() for r in room)} of those {len(room)} beat the "
+                  f"control with a degenerate share within {DEGENERATION_SLACK * 100:.0f} points of the untrained model's.",
                   "", "Clean compliance and the other shares at the last evaluation all seeds reached, with 95% intervals (one seed: Wilson over "
                   "the held-out prompts; several: across seeds joined with the pooled Wilson interval); rows sorted by treated − control.", ""]
         lines += table_lines(rows)

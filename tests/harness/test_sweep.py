@@ -221,20 +221,23 @@ def test_the_report_sorts_profiles_by_effect_and_reads_verdicts_off_the_interval
         "stuck": {"initial": low, "treated": {"clean": 0.2}, "control": {"clean": 0.15}},
         "satisfied": {"initial": {"compliance": 0.9, "clean": 0.9}, "treated": {"clean": 0.85}, "control": {"clean": 0.9}},
         "breaks": {"initial": low, "treated": {"clean": 0.6, "degenerate": 0.8}, "control": {"clean": 0.1}},
+        # learned, with a degenerate share 15 points above the untrained model's: inside the intervals, outside the 10-point slack
+        "drifts": {"initial": low, "treated": {"clean": 0.7, "degenerate": 0.2}, "control": {"clean": 0.1}},
         # treated kept what the untrained model had (0.40) while the control lost it: apart from the control, not from untrained
         "fell": {"initial": {"compliance": 0.4, "clean": 0.4}, "treated": {"clean": 0.45}, "control": {"clean": 0.0}},
     })
     plan, evals, _ = load_cells(tmp_path)
     rows = {p: profile_row(p, r) for p, r in evals["sdpo"].items()}
     assert {p: r.verdict for p, r in rows.items()} == {"learns": "learned", "stuck": "no effect", "satisfied": "already satisfied", "breaks": "degenerated",
-                                                       "fell": "control fell"}
+                                                       "fell": "control fell", "drifts": "learned"}
     assert rows["learns"].x == 8 and rows["learns"].effect == pytest.approx(0.8)
     summary = write_report(tmp_path).read_text()
     table = [line for line in summary.splitlines() if line.startswith("| ") and line.endswith("** |")]  # the per-profile rows
-    assert [line.split(" | ")[0][2:] for line in table] == ["learns", "breaks", "fell", "stuck", "satisfied"]  # by treated − control
+    assert [line.split(" | ")[0][2:] for line in table] == ["learns", "drifts", "breaks", "fell", "stuck", "satisfied"]  # by treated − control
     assert "| **learned** |" in table[0] and "0.80 [0.60, 0.90]" in table[0]  # the win rate keeps its interval
-    assert ("Treated beats control (95% intervals apart) on 2 of the 4 profile(s) where the untrained model leaves room (compliance ≤ 0.5), "
-            "and the untrained model too on 1 of them") in summary
+    assert ("Treated beats control (95% intervals apart) on 3 of the 5 profile(s) where the untrained model leaves room (compliance ≤ 0.5), "
+            "and the untrained model too on 2 of them; 2 of those 5 beat the control with a degenerate share within 10 points of the "
+            "untrained model's") in summary
     assert "reads the same checks as the scripted user" in summary and "--judge llm" in summary
     for figure in ("curve.png", "heatmap.png"):
         assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
