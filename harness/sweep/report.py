@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Row:
     seeds: int
     x: int
     points: dict[str, dict[str, Point]]  # field → arm → point (initial and oracle at 0, trained arms at x)
+    paired: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)  # arm → treated − arm clean compliance, seed by seed: mean, 95% t-interval
 
     def get(self, field: str, arm: str) -> Point | None:
         return self.points.get(field, {}).get(arm)
@@ -62,21 +64,29 @@ class Row:
         d, d0 = self.get("degenerate", "treated"), self.get("degenerate", "initial")
         return d is not None and d0 is not None and d.mean <= d0.mean + DEGENERATION_SLACK + 1e-9
 
+    def above(self, arm: str) -> bool:
+        """Treated clean compliance above ``arm``'s: with several seeds, the 95% t-interval of the seed-by-seed differences
+        (each seed's treated arm against the same seed's ``arm``) above 0; with one seed, the Wilson intervals apart."""
+        if arm in self.paired:
+            return self.paired[arm][1] > 0
+        t, other = self.get("clean", "treated"), self.get("clean", arm)
+        return t is not None and other is not None and t.low > other.high
+
     @property
     def verdict(self) -> str:
         """Read off the 95% intervals at the last point: degenerated (more degenerate or less relevant answers than the
         untrained model), learned (treated clean compliance above the control's and above the untrained model's), control
         fell (above the control's only: the control arm lost compliance the untrained model had, so the gap is not learning),
         already satisfied (the untrained model complied with more than half the prompts already), else no effect."""
-        t, c, u = self.get("clean", "treated"), self.get("clean", "control"), self.get("clean", "initial")
+        t, c = self.get("clean", "treated"), self.get("clean", "control")
         d, d0 = self.get("degenerate", "treated"), self.get("degenerate", "initial")
         r, r0 = self.get("relevant", "treated"), self.get("relevant", "initial")
         if d and d0 and d.low > d0.high or r and r0 and r.high < r0.low:
             return "degenerated"
         if t is None or c is None:
             return "no control"
-        if t.low > c.high:
-            return "learned" if u is None or t.low > u.high else "control fell"
+        if self.above("control"):
+            return "learned" if self.get("clean", "initial") is None or self.above("initial") else "control fell"
         untrained = self.get("compliance", "initial")
         return "already satisfied" if untrained and untrained.mean > ROOM else "no effect"
 
@@ -101,10 +111,18 @@ def profile_row(profile: str, records: list[EvalRecord]) -> Row:
     x = min(reached)
     kept = [r for r in records if r.interactions <= x]
     points = {}
-    for field in ("clean", "compliance", "degenerate", "relevant", "win_rate", "mean_words"):
-        series = curves(kept, field, field != "mean_words")
-        points[field] = {arm: next((p for p in s if p.interactions == (0 if arm in ("initial", "oracle") else x)), s[-1]) for arm, s in series.items()}
-    return Row(profile, len(seeds), x, points)
+    for name in ("clean", "compliance", "degenerate", "relevant", "win_rate", "mean_words"):
+        series = curves(kept, name, name != "mean_words")
+        points[name] = {arm: next((p for p in s if p.interactions == (0 if arm in ("initial", "oracle") else x)), s[-1]) for arm, s in series.items()}
+    paired = {arm: diff for arm in ("control", "initial") if (diff := _paired(kept, x, arm)) is not None}
+    return Row(profile, len(seeds), x, points, paired)
+
+
+def _paired(records: list[EvalRecord], x: int, arm: str) -> tuple[float, float, float] | None:
+    """Mean and 95% t-interval of treated − ``arm`` clean compliance over the seeds that have both (None under two)."""
+    at = {(r.arm, r.seed): r.clean for r in records if (r.arm, r.interactions) in (("treated", x), (arm, 0 if arm == "initial" else x))}
+    seeds = sorted(s for a, s in at if a == "treated" and (arm, s) in at)
+    return mean_ci([at["treated", s] - at[arm, s] for s in seeds]) if len(seeds) >= 2 else None
 
 
 def aggregate(by_profile: dict[str, list[EvalRecord]], field: str) -> dict[str, list[tuple[int, float, float, float, int]]]:
@@ -230,6 +248,8 @@ def table_lines(rows: list[Row]) -> list[str]:
              "|" + "---|" * 13]
     for r in rows:
         effect = f"{r.effect:+.2f}" if r.effect is not None else "–"
+        if "control" in r.paired:
+            effect += " [{:+.2f}, {:+.2f}]".format(*r.paired["control"][1:])
         g = r.get
         lines.append(f"| {r.profile} | {r.seeds} | {_cell(g('compliance', 'initial'))} | {_cell(g('clean', 'initial'))} | {_cell(g('clean', 'oracle'))} "
                      f"| {_cell(g('clean', 'treated'))} | {_cell(g('clean', 'control'))} | {effect} | {_cell(g('win_rate', 'treated'))} "
@@ -293,7 +313,10 @@ def write_report(folder: Path) -> Path:
                   f"{sum(r.verdict in ('learned', 'control fell') and r.degeneration_kept() for r in room)} of those {len(room)} beat the "
                   f"control with a degenerate share within {DEGENERATION_SLACK * 100:.0f} points of the untrained model's.",
                   "", "Clean compliance and the other shares at the last evaluation all seeds reached, with 95% intervals (one seed: Wilson over "
-                  "the held-out prompts; several: across seeds joined with the pooled Wilson interval); rows sorted by treated − control.", ""]
+                  "the held-out prompts; several: across seeds joined with the pooled Wilson interval); rows sorted by treated − control. With "
+                  "several seeds, treated − control carries the 95% t-interval of its seed-by-seed differences (each seed's arms share "
+                  "their seed), and the verdict reads that interval, and the same for treated − untrained, rather than the arms' own "
+                  "intervals.", ""]
         lines += table_lines(rows)
         lines += ["", f"### {variant}: what the treated arm trained on", "", SIGNAL_NOTE, ""]
         lines += signal_lines(folder, members[variant], order[variant], {c["id"]: c for c in plan["cells"]})

@@ -16,7 +16,7 @@ from core.errors import UserInputError
 from core.records import EvalRecord, InteractionRecord, SampleRecord, SignalRecord, TrainRecord
 from harness.checkpoint import ArmCheckpoints, ArmState
 from harness.sweep.executors import GB, LocalExecutor, local_slots, reachable
-from harness.sweep.report import load_cells, profile_row, write_report
+from harness.sweep.report import load_cells, profile_row, table_lines, write_report
 from harness.sweep.spec import control_key, make_plan
 from harness.sweep.worker import control_records, install_control, locked
 
@@ -241,6 +241,26 @@ def test_the_report_sorts_profiles_by_effect_and_reads_verdicts_off_the_interval
     assert "reads the same checks as the scripted user" in summary and "--judge llm" in summary
     for figure in ("curve.png", "heatmap.png"):
         assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("treated", "control", "verdict"), [
+    ((0.44, 0.75, 0.78), (0.09, 0.00, 0.09), "learned"),  # above in every seed: the pooled intervals overlap, the paired one does not
+    ((0.90, 0.10, 0.80), (0.10, 0.70, 0.10), "no effect"),  # above in two seeds, far below in one
+])
+def test_with_several_seeds_the_verdict_reads_the_seed_by_seed_differences(treated, control, verdict):
+    records = []
+    for seed, (t, c) in enumerate(zip(treated, control)):
+        records += [_eval("initial", 0, None, compliance=0.03, clean=0.03).model_copy(update={"seed": seed}),
+                    _eval("treated", 8, None, clean=t).model_copy(update={"seed": seed}),
+                    _eval("control", 8, None, clean=c).model_copy(update={"seed": seed})]
+    row = profile_row("p", records)
+    assert row.seeds == 3 and row.verdict == verdict
+    mean, low, high = row.paired["control"]
+    diffs = [t - c for t, c in zip(treated, control)]
+    assert mean == pytest.approx(sum(diffs) / 3) and low < mean < high
+    if verdict == "learned":
+        assert row.get("clean", "treated").low < row.get("clean", "control").high  # what the old rule read: "no effect"
+    assert "[" in table_lines([row])[2].split(" | ")[7]  # treated − control carries its paired interval
 
 
 # ----- real sweeps -------------------------------------------------------------------------------------------------
