@@ -307,7 +307,7 @@ def write_report(folder: Path) -> Path:
         tally = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}
         room = [r for r in rows if (u := r.get("compliance", "initial")) is not None and u.mean <= ROOM]
         lines += ["", f"## {variant}: {len(rows)} profile(s), {len(members[variant])} cell(s)", "",
-                  "Verdicts: " + ", ".join(f"{n} {v}" for v, n in tally.items() if n) + f". Treated beats control (95% intervals apart) on "
+                  "Verdicts: " + ", ".join(f"{n} {v}" for v, n in tally.items() if n) + f". Treated beats control (95% intervals apart; with several seeds, the seed-by-seed difference's) on "
                   f"{sum(r.verdict in ('learned', 'control fell') for r in room)} of the {len(room)} profile(s) where the untrained model leaves "
                   f"room (compliance ≤ {ROOM}), and the untrained model too on {sum(r.verdict == 'learned' for r in room)} of them; "
                   f"{sum(r.verdict in ('learned', 'control fell') and r.degeneration_kept() for r in room)} of those {len(room)} beat the "

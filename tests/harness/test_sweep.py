@@ -235,7 +235,7 @@ def test_the_report_sorts_profiles_by_effect_and_reads_verdicts_off_the_interval
     table = [line for line in summary.splitlines() if line.startswith("| ") and line.endswith("** |")]  # the per-profile rows
     assert [line.split(" | ")[0][2:] for line in table] == ["learns", "drifts", "breaks", "fell", "stuck", "satisfied"]  # by treated − control
     assert "| **learned** |" in table[0] and "0.80 [0.60, 0.90]" in table[0]  # the win rate keeps its interval
-    assert ("Treated beats control (95% intervals apart) on 3 of the 5 profile(s) where the untrained model leaves room (compliance ≤ 0.5), "
+    assert ("Treated beats control (95% intervals apart; with several seeds, the seed-by-seed difference's) on 3 of the 5 profile(s) where the untrained model leaves room (compliance ≤ 0.5), "
             "and the untrained model too on 2 of them; 2 of those 5 beat the control with a degenerate share within 10 points of the "
             "untrained model's") in summary
     assert "reads the same checks as the scripted user" in summary and "--judge llm" in summary
