@@ -17,18 +17,17 @@ if TYPE_CHECKING:
 
 
 # what a user who notices nonsense says to an answer that loops or is not about the request, whatever their profile
-NONSENSE = (
-    "That doesn't make sense. Can you actually answer my question?",
-    "You lost me: that isn't about what I asked.",
-    "You're going in circles. Just answer the question, please.",
-)
+NONSENSE = {  # what a person says to an answer that misses the request, and to one that loops
+    "off_topic": ("That doesn't make sense. Can you actually answer my question?", "You lost me: that isn't about what I asked."),
+    "looping": ("You're going in circles. Just answer the question, please.", "You keep repeating yourself. Say it once, please."),
+}
 
 
 class ScriptedSimulator:
     """Complains with the first failed check's follow-up, else replies with one of the profile's satisfied lines.
 
     With ``notices_nonsense`` it first reads the answer as any person would: one that loops (``core.text.looping``) or is
-    off the request (MiniLM cosine to it below ``min_similarity``, the evaluation's off-topic line) gets a ``NONSENSE`` line,
+    off the request (MiniLM cosine to it below ``min_similarity``, the evaluation's off-topic line) gets a ``NONSENSE`` line for that fault,
     whatever the profile's checks say. Without it, an answer that passes the checks is praised even when it is gibberish,
     and the praise reinforces the gibberish (docs/experiments.md §11).
     """
@@ -42,19 +41,20 @@ class ScriptedSimulator:
         if not profile.checks:
             raise UserInputError(f"profile '{profile.name}' has no checks, so a scripted user cannot judge it: use --simulator llm or local")
         turns = [last_turns(conversation) for conversation in conversations]
-        nonsense = self.nonsense(turns) if self.notices_nonsense else [False] * len(turns)
+        faults = self.nonsense(turns) if self.notices_nonsense else [None] * len(turns)
         out = []
-        for (prompt, answer), bad in zip(turns, nonsense):
-            text, satisfied = (pick(list(NONSENSE), prompt + "\x00" + answer), False) if bad else profile.scripted_followup(prompt, answer)
+        for (prompt, answer), fault in zip(turns, faults):
+            text, satisfied = (pick(list(NONSENSE[fault]), prompt + "\x00" + answer), False) if fault else profile.scripted_followup(prompt, answer)
             out.append(Followup(text=text, raw=text, satisfied=satisfied))
         return out
 
-    def nonsense(self, turns: Sequence[tuple[str, str]]) -> list[bool]:
-        """Per (request, answer): does the answer loop or miss the request?"""
+    def nonsense(self, turns: Sequence[tuple[str, str]]) -> list[str | None]:
+        """Per (request, answer): the ``NONSENSE`` fault, "looping" or "off_topic", or None for a sensible answer."""
         if self._embedder is None:
             self._embedder = Embedder()
         similarity = self._embedder.similarity([answer for _, answer in turns], [prompt for prompt, _ in turns])
-        return [looping(words(answer)) or value < self.min_similarity for (_, answer), value in zip(turns, similarity)]
+        return ["looping" if looping(words(answer)) else "off_topic" if value < self.min_similarity else None
+                for (_, answer), value in zip(turns, similarity)]
 
 
 class ComplainingSimulator:

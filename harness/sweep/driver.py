@@ -23,7 +23,7 @@ from harness.config import RunConfig
 from harness.runs import flatten
 from harness.sweep.executors import Executor
 from harness.sweep.folder import SweepFolder
-from harness.sweep.spec import Plan
+from harness.sweep.spec import Plan, SharedControl, control_key
 from harness.sweep.worker import Sink, Task, TaskResult, control_records, finished
 
 
@@ -56,9 +56,10 @@ def check_cells(plan: Plan, folder: SweepFolder) -> None:
 
 
 def adopt_finished(plan: Plan, folder: SweepFolder) -> dict[str, Path]:
-    """Copy in, rather than run again, the cells that another sweep in the same results folder finished with the same
-    config, whatever that sweep named them (a cell's records depend on its config alone: its control arm, shared or not,
-    too). A shared control whose cells are all finished is then not needed. Returns cell id → the run it came from."""
+    """Copy in, rather than run again, what another sweep in the same results folder finished with the same config,
+    whatever that sweep named it: cells (a cell's records depend on its config alone: its control arm, shared or not, too),
+    then shared controls that are still needed (the same control config, and the other scored at least the profiles this
+    one scores). A shared control whose cells are all finished is not needed. Returns task id → the run it came from."""
     adopted: dict[str, Path] = {}
     todo = [c for c in plan.cells if not finished(folder.path("runs", c.id))]
     done: dict[str, Path] = {}
@@ -67,28 +68,53 @@ def adopt_finished(plan: Plan, folder: SweepFolder) -> dict[str, Path]:
             if path.parents[2].resolve() != folder.folder.resolve() and finished(path.parent):
                 done.setdefault(_key(RunConfig.from_file(path)), path.parent)
     for cell in todo:
-        other = done.get(_key(cell.config))
-        if other is None:
-            continue
-        target = folder.path("runs", cell.id)
-        if target.exists():
-            shutil.rmtree(target)  # an unfinished attempt at the same run
-        shutil.copytree(other, target)
-        if other.name != cell.id:  # the run's own name follows its new folder
-            info = json.loads((target / "run.json").read_text(encoding="utf-8"))
-            write_atomic(target / "run.json", json.dumps({**info, "run_id": cell.id}, indent=2))
-            if (target / "summary.md").is_file():
-                text = (target / "summary.md").read_text(encoding="utf-8")
-                write_atomic(target / "summary.md", text.replace(other.name, cell.id))
-        folder.set_status(cell.id, state="done", node="-", seconds=0.0, finished=now(), error=None, traceback=None, adopted=str(other))
-        folder.log(f"adopted {cell.id} from {other} (the same config, finished there)")
-        adopted[cell.id] = other
+        if (other := done.get(_key(cell.config))) is not None:
+            adopted[cell.id] = _copy_run(other, folder, "runs", cell.id)
     for control in plan.controls:
-        if not finished(folder.path("shared", control.id)) and not needed(control.cells, folder):
+        if finished(folder.path("shared", control.id)):
+            continue
+        if not needed(control.cells, folder):
             folder.set_status(control.id, state="not needed", error=None)
-        elif folder.status(control.id).get("state") == "not needed":
+            continue
+        if folder.status(control.id).get("state") == "not needed":
             folder.set_status(control.id, state="pending")
+        if (other := _finished_control(control, folder)) is not None:
+            adopted[control.id] = _copy_run(other, folder, "shared", control.id)
     return adopted
+
+
+def _copy_run(other: Path, folder: SweepFolder, kind: str, task_id: str) -> Path:
+    """Copy a finished run into this sweep as ``kind/task_id`` (the run's own name follows its new folder); mark it done."""
+    target = folder.path(kind, task_id)
+    if target.exists():
+        shutil.rmtree(target)  # an unfinished attempt at the same run
+    shutil.copytree(other, target)
+    if other.name != task_id:
+        info = json.loads((target / "run.json").read_text(encoding="utf-8"))
+        write_atomic(target / "run.json", json.dumps({**info, "run_id": task_id}, indent=2))
+        if (target / "summary.md").is_file():
+            text = (target / "summary.md").read_text(encoding="utf-8")
+            write_atomic(target / "summary.md", text.replace(other.name, task_id))
+    folder.set_status(task_id, state="done", node="-", seconds=0.0, finished=now(), error=None, traceback=None, adopted=str(other))
+    folder.log(f"adopted {task_id} from {other} (the same config, finished there)")
+    return other
+
+
+def _finished_control(control: SharedControl, folder: SweepFolder) -> Path | None:
+    """A finished shared control, in this results folder under any sweep and id, that is the run ``control`` would train
+    and whose records are labelled the way its cells read them: every profile it needs scored, by name when it scores
+    several (``SharedControl.label``), unlabelled when it scores one."""
+    key, names = control_key(control.config), [p.name for p in control.schedule.scored]
+    for plan_file in sorted(folder.folder.parent.glob("*/plan.json")):
+        for other in json.loads(plan_file.read_text(encoding="utf-8")).get("controls", []):
+            path = plan_file.parent / "shared" / other["id"]
+            scored = other["profiles"]
+            if (path.resolve() == folder.path("shared", control.id).resolve() or not finished(path) or not set(names) <= set(scored)
+                    or (len(names) > 1) != (len(scored) > 1)):
+                continue
+            if control_key(RunConfig.from_file(path / "config.yaml")) == key:
+                return path
+    return None
 
 
 def needed(cells: tuple[str, ...], folder: SweepFolder) -> bool:

@@ -293,7 +293,7 @@ def write_report(folder: Path) -> Path:
     lines += shared_lines(plan)
     adopted = [t for t in status["tasks"] if t.get("adopted")]
     if adopted:
-        lines.append(f"- **Adopted**: {len(adopted)} cell(s) came finished from another sweep with the same config (copied in, not "
+        lines.append(f"- **Adopted**: {len(adopted)} task(s) came finished from another sweep with the same config (copied in, not "
                      "rerun): " + ", ".join(f"`{t['id']}` ({Path(t['adopted']).parent.parent.name})" for t in adopted) + ".")
     order: dict[str, list[str]] = {}
     if evals:

@@ -284,7 +284,7 @@ def share_controls(plan: Plan) -> Plan:
         if len(cells) < 2:
             continue
         scored = tuple({c.schedule.scored[0].name: c.schedule.scored[0] for c in cells}.values())  # cells may differ in their simulator only
-        digest = hashlib.sha256((key + "".join(p.name for p in scored)).encode()).hexdigest()[:8]
+        digest = hashlib.sha256((key + "".join(sorted(p.name for p in scored))).encode()).hexdigest()[:8]  # not the spec's order
         first = cells[0]
         control_id = f"control-{first.method}-s{first.seed}-{digest}"
         config = first.config.model_copy(update={"control": True, "oracle": False})

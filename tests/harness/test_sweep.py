@@ -82,6 +82,8 @@ def test_the_plan_crosses_everything_and_shares_controls_only_where_the_run_woul
     users = make_plan(spec_file(tmp_path, "profiles: [concise]\ngrid:\n  simulator.kind: [scripted, complain]\n", "users.yaml"))
     (shared,) = users.controls  # the control arm's user is neutral whoever the treated arm's is: one control, scored once
     assert len(shared.cells) == 2 and [p.name for p in shared.schedule.scored] == ["concise"] and shared.label("concise") is None
+    reordered = make_plan(spec_file(tmp_path, "profiles: [no_emojis, concise]\nseeds: [0]\ngrid:\n  trainer.lr: [1.0e-5]\n", "order.yaml"))
+    assert reordered.controls[0].id == plan.controls[0].id  # the control's name does not hang on the spec's profile order
 
 
 @pytest.mark.parametrize("extra", ["flip_at: 4", "eval.persona: profile", "control: false"])
@@ -324,7 +326,31 @@ def test_a_sweep_adopts_the_cells_another_sweep_finished_with_the_same_config(re
     status = json.loads(cli("sweep", "status", str(again), "--json").stdout)
     assert status["cells"]["done"] == 2 and {r["state"] for r in status["tasks"] if r["kind"] == "control"} == {"not needed"}
     assert "adopted sdpo-concise-cut_eos_False-s0 from" in (again / "sweep.log").read_text()
-    assert "**Adopted**: 2 cell(s)" in (again / "summary.md").read_text()
+    assert "**Adopted**: 2 task(s)" in (again / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_sweep_adopts_a_shared_control_another_sweep_finished_only_where_it_scored_every_profile(reference, tmp_path):
+    import shutil
+
+    from harness.sweep.driver import adopt_finished
+    from harness.sweep.folder import SweepFolder
+
+    shutil.copytree(reference, tmp_path / "tiny")
+    # other users for the treated arms (cells to train), the same control arm, the profiles in another order
+    users = TINY.replace("name: tiny", "name: users").replace("[concise, no_emojis]", "[no_emojis, concise]") + "  simulator.notices_nonsense: true\n"
+    plan = make_plan(spec_file(tmp_path, users, "users.yaml"))
+    (control,) = plan.controls
+    folder = SweepFolder(tmp_path / "users")
+    (old,) = (tmp_path / "tiny").glob("shared/*")
+    assert adopt_finished(plan, folder) == {control.id: old}
+    assert folder.status(control.id)["state"] == "done" and not list((tmp_path / "users").glob("runs/*"))
+    for cell in CELLS:  # what a cell installs from the adopted control is what it would have installed from the original
+        profile = cell.split("-")[1]
+        assert control_records(folder.path("shared", control.id), 0, control.label(profile)) == control_records(old, 0, profile)
+    # a control that scores a profile the finished one did not is trained
+    more = make_plan(spec_file(tmp_path, users.replace("name: users", "name: more").replace("[no_emojis, concise]", "[no_emojis, concise, first_person]"), "more.yaml"))
+    assert adopt_finished(more, SweepFolder(tmp_path / "more")) == {}
 
 
 @pytest.mark.slow
