@@ -61,7 +61,11 @@ class SDPOConfig(BaseModel):
     centre: bool = Field(False, description="subtract each answer's mean advantage (sampled_token only)")
     clip_eps: float | None = Field(0.2, gt=0, description="PPO ratio clipping ε (only bites when epochs > 1)")
     epochs: int = Field(1, ge=1, description="updates per batch of interactions")
-    kl_anchor: float = Field(0.0, ge=0, description="β of a k3 KL penalty to the initial policy on sampled tokens")
+    kl_anchor: float = Field(0.0, ge=0, description=(
+        "β of a KL penalty to the initial policy π_0: k3 on the sampled tokens (sampled_token), the exact reverse KL(π_θ ‖ π_0) over the "
+        "vocabulary (full_kl, topk_kl). Under the vocabulary losses the update's fixed point is then π_0·(π(·|H(o))/π(·|B))^(1/β): "
+        "β = 1 distills what the model would say knowing the follow-up, where β = 0 re-applies that tilt at every step, "
+        "without end (tests/trainers/test_losses.py)"))
     ignore_first_k: int = Field(0, ge=0, description="leave the first k answer tokens out of the loss")
     advantage_clip: float | None = Field(None, gt=0, description="clamp each token's advantage to [-c, c] (tames single-token spikes)")
     include_eos: bool = Field(True, description="train on the end-of-turn token when the answer emitted it")
@@ -224,7 +228,7 @@ class SDPOTrainer:
             ref = None
             if cfg.kl_anchor > 0:
                 with policy.initial() as initial:
-                    ref = initial.score(student_ctx, completions).logprobs
+                    ref = initial.score(student_ctx, completions, full_logits=full)
 
         mask = teacher.mask.clone()
         if cfg.ignore_first_k:
@@ -246,7 +250,9 @@ class SDPOTrainer:
                     loss = losses.full_divergence_loss(student.logits, target, mask, cfg.alpha)
                 else:
                     loss = losses.topk_divergence_loss(student.logits, target, mask, cfg.topk, cfg.alpha)
-            kl = losses.k3_kl(student.logprobs, ref, mask) if ref is not None else None
+            kl = None
+            if ref is not None:
+                kl = losses.full_divergence_loss(student.logits, ref.logits.log_softmax(-1), mask) if full else losses.k3_kl(student.logprobs, ref.logprobs, mask)
             total = loss + cfg.kl_anchor * kl if kl is not None else loss
             if not torch.isfinite(total):
                 self.optimizer.zero_grad(set_to_none=True)

@@ -132,6 +132,31 @@ def test_tilted_teacher_neutral_baseline_moves_by_the_difference_only():
     assert target.tolist() == pytest.approx(torch.tensor([2.0, 0.0, -1.0], dtype=torch.float64).log_softmax(-1).tolist())
 
 
+def anchored_walk(beta: float, steps: int) -> torch.Tensor:
+    """The trainer's dynamics at one answer position: each step re-tilts the student's own (detached) distribution by the same
+    follow-up tilt t and takes a gradient step on KL(π_θ ‖ q) + β·KL(π_θ ‖ π_0); returns π_θ at the end."""
+    initial = torch.tensor([1.0, 0.5, 0.0, -0.5, -1.0], dtype=torch.float64)
+    tilt = torch.tensor([0.0, 0.3, 0.6, -0.2, 0.1], dtype=torch.float64)  # log π(·|H(o)) − log π(·|B): favours token 2
+    logits, one = initial.clone().requires_grad_(True), torch.tensor([True])
+    for _ in range(steps):
+        target = losses.tilted_teacher(logits, tilt, torch.zeros(5, dtype=torch.float64))
+        loss = losses.full_divergence_loss(logits, target, one) + beta * losses.full_divergence_loss(logits, initial.log_softmax(-1), one)
+        (grad,) = torch.autograd.grad(loss, logits)
+        logits = (logits - 2.0 * grad).detach().requires_grad_(True)
+    return logits.detach().softmax(-1)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_the_vocabulary_anchor_stops_the_walk_at_the_initial_policy_times_the_tilt_to_the_one_over_beta(beta):
+    """Why ``kl_anchor`` is the exact KL under the vocabulary losses: the fixed point is π_0·t^(1/β) (β = 1: what the model
+    would say knowing the follow-up), where without an anchor every step re-applies t and the walk ends on t's argmax."""
+    initial = torch.tensor([1.0, 0.5, 0.0, -0.5, -1.0], dtype=torch.float64)
+    tilt = torch.tensor([0.0, 0.3, 0.6, -0.2, 0.1], dtype=torch.float64)
+    assert anchored_walk(beta, 3000).tolist() == pytest.approx((initial + tilt / beta).softmax(-1).tolist(), abs=1e-6)
+    unanchored = anchored_walk(0.0, 3000)
+    assert unanchored.argmax().item() == 2 and unanchored[2].item() > 0.95  # one token, the tilt's favourite, takes over
+
+
 def test_k3_kl_by_hand():
     logp = torch.tensor([[-1.0]])
     ref = torch.tensor([[-1.5]])

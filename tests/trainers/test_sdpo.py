@@ -61,6 +61,25 @@ def test_a_complaint_lowers_the_answers_probability_and_is_summarised(fresh_poli
             assert {"loss", "grad_norm", "kl_anchor", "advantage_mean"} <= set(result.metrics)
 
 
+def test_under_a_vocabulary_loss_the_anchor_is_the_exact_kl_to_the_initial_policy(fresh_policy):
+    """kl_anchor with full_kl measures KL(π_θ ‖ π_0) over the whole vocabulary at each answer position (not k3 on the
+    sampled token): the second step's anchor equals that KL computed from the two policies' logits directly."""
+    from trainers import losses
+
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    trainer = SDPOTrainer(fresh_policy, SDPOConfig(loss="full_kl", kl_anchor=0.5, lr=1e-4), seed=0)
+    interaction = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "Way too long. One sentence, please.")
+    assert trainer.step([interaction]).metrics["kl_anchor"] == pytest.approx(0.0, abs=1e-6)  # nothing has moved yet
+    context, answer = [interaction.context_ids], [list(interaction.response.token_ids)]
+    with torch.no_grad():
+        now = fresh_policy.score(context, answer, full_logits=True)
+        with fresh_policy.initial() as initial:
+            then = initial.score(context, answer, full_logits=True)
+    expected = losses.full_divergence_loss(now.logits, then.logits.log_softmax(-1), now.mask).item()
+    assert expected > 1e-4 and trainer.step([interaction]).metrics["kl_anchor"] == pytest.approx(expected, rel=1e-3)
+    fresh_policy.model.load_state_dict(untrained)
+
+
 def test_each_tokens_advantage_is_recorded_and_token_advantages_scores_it_the_same_way(fresh_policy):
     """The update's signal (signals.jsonl) is its advantage token by token, and ``token_advantages`` (`hindsight signal`)
     gives the same numbers for the same follow-up and weights, under either advantage reference."""
