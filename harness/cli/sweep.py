@@ -59,7 +59,8 @@ def sweep(
     (win rate and clean compliance over interactions, mean over profiles with 95% intervals) and heatmap.png (treated − control per
     profile). Rerunning the same command skips finished cells and resumes the others from their checkpoints; a failed cell is
     recorded with its error and the others go on (exit 1 at the end). A cell that another sweep under --results finished
-    with the same config is copied in, not rerun (sweep.log and summary.md name where it came from).
+    with the same config is copied in, not rerun, and so is a shared control that scored the profiles this one needs (sweep.log
+    and summary.md name where each came from).
 
     Examples:
 
