@@ -86,6 +86,10 @@ class SDPOConfig(BaseModel):
                             description="teacher=ema: after each optimizer step ema ← (1 − rate)·ema + rate·θ (TRL's teacher_update_rate)")
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    learn_from: Literal["all", "complaints"] = Field("all", description=(
+        "which follow-ups the update learns from: all, or complaints only (a follow-up the user marked satisfied, as a scripted or LLM "
+        "user does, is left out; unknown counts as a complaint). Praise carries no correction: its tilt re-amplifies whatever was "
+        "sampled, which on a satisfied user's answers is drift (docs/experiments.md §12)"))
     guard: GuardSettings = Field(GuardSettings(), description="the update guard: safety flags on follow-ups, principles, skipping flagged ones")
 
     @model_validator(mode="before")
@@ -174,6 +178,11 @@ class SDPOTrainer:
         counts = self.guard.metrics(batch)
         if not learn:
             return StepResult(metrics=counts, per_interaction=[{} for _ in batch], skipped=f"every follow-up flagged unsafe (guard {self.config.guard.mode})")
+        if self.config.learn_from == "complaints":
+            learn = [i for i in learn if i.followup.satisfied is not True]
+            counts["satisfied_left_out"] = float(sum(i.followup.satisfied is True for i in batch))
+            if not learn:
+                return StepResult(metrics=counts, per_interaction=[{} for _ in batch], skipped="every follow-up satisfied (learn_from complaints)")
         result = self._update(learn)
         summaries = {id(i): s for i, s in zip(learn, result.per_interaction)}
         signals = {id(i): s for i, s in zip(learn, result.signals)}

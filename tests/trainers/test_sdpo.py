@@ -80,6 +80,29 @@ def test_under_a_vocabulary_loss_the_anchor_is_the_exact_kl_to_the_initial_polic
     fresh_policy.model.load_state_dict(untrained)
 
 
+def test_learning_from_complaints_leaves_the_satisfied_follow_ups_out_of_the_update(fresh_policy):
+    """learn_from=complaints: a batch of a praised and a complained-about answer moves the weights exactly as the complaint
+    alone does (the praise gets no summary), and a batch of praise alone is skipped with the weights untouched."""
+    from dataclasses import replace
+
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    complaint = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "Way too long. One sentence, please.")
+    praised = make_interaction(fresh_policy, "What is the capital of France?", "Paris.", "Perfect, thanks!")
+    praised = replace(praised, followup=replace(praised.followup, satisfied=True))
+    moved = {}
+    for name, batch in (("alone", [complaint]), ("mixed", [praised, complaint]), ("praise", [praised])):
+        fresh_policy.model.load_state_dict(untrained)
+        trainer = SDPOTrainer(fresh_policy, SDPOConfig(loss="full_kl", learn_from="complaints", lr=1e-4), seed=0)
+        result = trainer.step(batch)
+        moved[name] = weights(fresh_policy)
+        if name == "mixed":
+            assert result.metrics["satisfied_left_out"] == 1.0 and result.per_interaction[0] == {} and result.per_interaction[1]
+        if name == "praise":
+            assert result.skipped == "every follow-up satisfied (learn_from complaints)"
+    fresh_policy.model.load_state_dict(untrained)
+    assert torch.equal(moved["mixed"], moved["alone"]) and torch.equal(moved["praise"], weights(fresh_policy))
+
+
 def test_each_tokens_advantage_is_recorded_and_token_advantages_scores_it_the_same_way(fresh_policy):
     """The update's signal (signals.jsonl) is its advantage token by token, and ``token_advantages`` (`hindsight signal`)
     gives the same numbers for the same follow-up and weights, under either advantage reference."""
