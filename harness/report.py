@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.records import EvalRecord, RunInfo, SampleRecord, read_jsonl
+from core.records import EvalRecord, RunInfo, SampleRecord, TrainRecord, read_jsonl
 from harness.changes import report_section
 from harness.config import RunConfig
-from harness.curves import COLOURS, METRICS, PALETTE, PREFERENCE_FIELDS, TRAINED, Point, by_preference, curves, fmt, load_evals
+from harness.curves import COLOURS, METRICS, PALETTE, PREFERENCE_FIELDS, TRAINED, Point, by_preference, curves, fmt, load_evals, load_train
 from harness.redteam import write_redteam_report
 from trainers import METHODS
 
@@ -109,6 +109,26 @@ def side_effects(evals: list[EvalRecord]) -> str:
     return f"degenerate answers: untrained {base:.2f}, " + ", ".join(parts) if parts else ""
 
 
+def skipped_updates(train: Sequence[TrainRecord]) -> dict[str, dict[str, int]]:
+    """Per arm and seed ("treated/s0") with at least one update not applied: {"updates": all its updates, reason: count}."""
+    out: dict[str, dict[str, int]] = {}
+    for record in train:
+        counts = out.setdefault(f"{record.arm}/s{record.seed}", {"updates": 0})
+        counts["updates"] += 1
+        if record.skipped:
+            counts[record.skipped] = counts.get(record.skipped, 0) + 1
+    return {key: counts for key, counts in out.items() if len(counts) > 1}
+
+
+def skipped_line(train: Sequence[TrainRecord]) -> str:
+    """The updates that were not applied, in words (an arm that skipped them moved less for that reason, not for lack of signal)."""
+    parts = []
+    for key, counts in skipped_updates(train).items():
+        reasons = {k: v for k, v in counts.items() if k != "updates"}
+        parts.append(f"{key} {sum(reasons.values())} of {counts['updates']} (" + "; ".join(f"{why}: {n}" for why, n in reasons.items()) + ")")
+    return "**Updates not applied:** " + ", ".join(parts) + "." if parts else ""
+
+
 def irrelevant_followups(pool: str, reference: str | None, evals: list[EvalRecord]) -> str:
     """With a neutral pool other than the built-in small talk (``unrelated``: a user who answers with unrelated questions, the
     paper's irrelevant follow-ups) the control arm is the robustness check: it should move nothing against the untrained model."""
@@ -149,7 +169,8 @@ def write_report(run_dir: Path) -> Path:
     lines = [f"# {run_dir.name}", "", f"method **{config.method}**, user **{describe_user(config)}**, model `{config.policy.model}`, "
              f"{config.interactions} interactions in batches of {config.batch_size}, {config.seeds} seed(s), "
              f"simulator {config.simulator.kind}, judge {config.judge.kind}; {_trainer_line(config)}, lora {'on' if config.policy.lora else 'off'}.",
-             "", side_effects(groups[0][1]), *_lines(irrelevant_followups(config.neutral_pool, _reference(config), groups[0][1])),
+             "", side_effects(groups[0][1]), *_lines(skipped_line(load_train(run_dir))),
+             *_lines(irrelevant_followups(config.neutral_pool, _reference(config), groups[0][1])),
              "", "![curves](curve.png)"]
     stops = {(r.arm, r.seed): r.stopped for r in evals if r.stopped}
     lines += ["", *(f"**{arm} s{seed} stopped:** {why}." for (arm, seed), why in sorted(stops.items()))] if stops else []

@@ -199,7 +199,8 @@ def list_runs(results: Path) -> tuple[list[dict[str, Any]], list[str]]:
 def run_summary(folder: Path) -> dict[str, Any]:
     """What `hindsight show` prints, as data: the run's info and config, per preference scored the last evaluation of
     each arm (means with 95% intervals) and the verdict, and the files it wrote."""
-    from harness.report import verdict
+    from harness.curves import load_train
+    from harness.report import skipped_updates, verdict
 
     info = read_info(folder)
     config = read_config(folder)
@@ -208,7 +209,7 @@ def run_summary(folder: Path) -> dict[str, Any]:
     return {
         "run": folder.name, "path": str(folder), "status": info.status if info else None,
         "info": info.model_dump(mode="json") if info else None, "config": config, "preferences": preferences, **change_report(config, evals),
-        "files": [str(folder / name) for name in RUN_FILES if (folder / name).exists()],
+        "skipped_updates": skipped_updates(load_train(folder)), "files": [str(folder / name) for name in RUN_FILES if (folder / name).exists()],
     }
 
 

@@ -36,6 +36,7 @@ def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
 Loss = _choices("Loss", ("sampled_token", "full_kl", "topk_kl"))
 AdvantageReference = _choices("AdvantageReference", ("neutral", "plain"))
 Teacher = _choices("Teacher", ("live", "ema", "initial"))
+LearnFrom = _choices("LearnFrom", ("all", "complaints"))
 PairJudge = _choices("PairJudge", ("rules", "llm", "local"))  # `hindsight judge`
 ModelJudge = _choices("ModelJudge", ("llm", "local"))  # `hindsight usereval`, eval/regress overrides
 Device = _choices("Device", ("auto", "cpu", "cuda"))
@@ -230,6 +231,9 @@ class RunOptions:
         "Weights that score the hindsight prompt: live (the policy now, the paper), ema (a moving average of them, rate "
         "--set trainer.ema_rate=0.05; one more copy of the trained weights in memory), initial (the untrained model). (default: live)"
     ))] = config_field("trainer.teacher")
+    learn_from: Annotated[Optional[LearnFrom], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
+        "Which follow-ups an SDPO update learns from: all, or complaints (follow-ups the user marked satisfied are left out; an "
+        "update whose follow-ups were all satisfied is skipped and reported). (default: all)"))] = config_field("trainer.learn_from")
     advantage_reference: Annotated[Optional[AdvantageReference], typer.Option(rich_help_panel="Trainer", help=(  # type: ignore[valid-type]
         ADVANTAGE_REFERENCE_HELP + " (default: neutral)"))] = config_field("trainer.advantage_reference")
     baseline: Annotated[Optional[AdvantageReference], typer.Option(  # type: ignore[valid-type]

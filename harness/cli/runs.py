@@ -67,8 +67,8 @@ def show(
     if as_json:
         _json(run_summary(folder))
         return
-    from harness.curves import METRICS, by_preference
-    from harness.report import final_table, side_effects, verdict
+    from harness.curves import METRICS, by_preference, load_train
+    from harness.report import final_table, side_effects, skipped_line, verdict
 
     config = read_config(folder)
     info = read_info(folder)
@@ -85,6 +85,8 @@ def show(
         console.print(table)
         console.print(verdict(group), highlight=False)
     console.print(side_effects(groups[0][1]), highlight=False)
+    if skipped := skipped_line(load_train(folder)):
+        console.print(skipped, highlight=False, markup=False, soft_wrap=True)
     changes = change_report(config, evals)
     for part in ("flip", "retention"):
         if part in changes:

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
-from core.records import METRIC, EvalRecord
+from core.records import METRIC, EvalRecord, TrainRecord
 from core.stats import interval
 from harness.curves import curves
-from harness.report import final_table, plot
+from harness.report import final_table, plot, skipped_line, skipped_updates, write_report
+
+from builders import eval_record, write_run
 
 BASE = dict(n=20, compliance=0.5, clean=0.5, degenerate=0.0, relevant=1.0, mean_words=10.0, apology=0.0, meta=0.0, looping=0.0,
             empty=0.0, truncated=0.0, repetition=0.0, distinct2=1.0, prompt_similarity=0.5, reference_similarity=0.5, kl=0.0, seconds=1.0)
@@ -46,3 +48,17 @@ def test_records_written_before_the_judge_existed_still_load(tmp_path):
     evals = [loaded, record("treated", 0, 8, 0.75, 0.5, 1.0), record("oracle", 0, 0, 0.9, 0.8, 1.0), record("initial", 0, 0, None)]
     path = plot(tmp_path, evals, "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_updates_not_applied_are_counted_per_arm_and_reason_in_the_summary_and_show(tmp_path, cli):
+    satisfied = "every follow-up satisfied (learn_from complaints)"
+    reasons = [None, satisfied, satisfied, "non-finite loss"]
+    train = [TrainRecord(arm="treated", seed=0, step=s, interactions=4 * s, metrics={}, timings={}, skipped=why) for s, why in enumerate(reasons, 1)]
+    train.append(TrainRecord(arm="control", seed=0, step=1, interactions=4, metrics={}, timings={}))
+    assert skipped_updates(train) == {"treated/s0": {"updates": 4, satisfied: 2, "non-finite loss": 1}}  # the control applied all
+    assert skipped_line(train) == f"**Updates not applied:** treated/s0 3 of 4 ({satisfied}: 2; non-finite loss: 1)."
+    assert skipped_line(train[:1] + train[4:]) == ""
+    folder = write_run(tmp_path / "run", "profile: concise\n", [eval_record("initial", 0), eval_record("treated", 16), *train])  # type: ignore[list-item]
+    assert "treated/s0 3 of 4" in write_report(folder).read_text()
+    assert "treated/s0 3 of 4" in cli("show", str(folder)).stdout
+    assert json.loads(cli("show", str(folder), "--json").stdout)["skipped_updates"] == {"treated/s0": {"updates": 4, satisfied: 2, "non-finite loss": 1}}

@@ -165,6 +165,13 @@ def test_advantage_reference_and_the_deprecated_baseline(cli, command):
     assert "plain" in new.stdout
 
 
+def test_learn_from_sets_the_trainer_field_and_refuses_other_values(cli):
+    assert "learn_from: all" in cli("personalize", "--dry-run").stdout
+    assert "learn_from: complaints" in cli("personalize", "--learn-from", "complaints", "--dry-run").stdout
+    bad = cli("personalize", "--learn-from", "praise", "--dry-run")
+    assert bad.code == 2 and "'praise' is not one of 'all', 'complaints'" in bad.stderr
+
+
 def test_regress_baseline_is_the_deprecated_name_of_reference(cli, tmp_path):
     result = cli("regress", "--baseline", str(tmp_path / "a.json"), "--candidate", str(tmp_path / "b.json"))
     assert result.stderr.splitlines()[0] == "warning: --baseline is deprecated; use --reference"
