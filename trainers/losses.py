@@ -31,6 +31,12 @@ def centre(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (advantages - mean) * m
 
 
+def top_positions(scores: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, T] bool: each row's k valid positions with the largest ``scores`` (every valid one in a row with k or fewer)."""
+    ranked = scores.masked_fill(~mask, float("-inf")).topk(min(k, scores.shape[-1]), dim=-1).indices
+    return torch.zeros_like(mask).scatter(-1, ranked, True) & mask
+
+
 def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float | None) -> torch.Tensor:
     """PPO-style surrogate: −min(r·A, clip(r, 1±ε)·A), r = exp(logπ − logπ_old). With r ≡ 1 its gradient is −A·∇logπ."""
     ratio = torch.exp(logprobs - old_logprobs)

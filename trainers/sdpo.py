@@ -67,6 +67,10 @@ class SDPOConfig(BaseModel):
         "β = 1 distills what the model would say knowing the follow-up, where β = 0 re-applies that tilt at every step, "
         "without end (tests/trainers/test_losses.py)"))
     ignore_first_k: int = Field(0, ge=0, description="leave the first k answer tokens out of the loss")
+    positions: int | None = Field(None, ge=1, description=(
+        "train each answer only at the k positions where the follow-up pulls hardest (KL(q ‖ π_θ) under full_kl/topk_kl, |A_t| under "
+        "sampled_token); None: every position. A follow-up that asks to add something ('more emojis') tilts every position toward it, "
+        "and repeated updates turn whole answers into it; confined, the update changes the few places the follow-up is about"))
     advantage_clip: float | None = Field(None, gt=0, description="clamp each token's advantage to [-c, c] (tames single-token spikes)")
     include_eos: bool = Field(True, description="train on the end-of-turn token when the answer emitted it")
     cut_eos: bool = Field(False, description=(
@@ -246,19 +250,22 @@ class SDPOTrainer:
         metrics: dict[str, float] = {}
         for _ in range(cfg.epochs):
             student = policy.score(student_ctx, completions, full_logits=full)
+            target = None
+            if full:
+                base_logits = base.logits if base is not None else student.logits.detach()
+                target = losses.tilted_teacher(student.logits, teacher.logits, base_logits)
             if old_logprobs is None:
                 old_logprobs = student.logprobs.detach()
                 raw_adv = self._raw_advantage(teacher, base.logprobs if base is not None else old_logprobs)
+                if cfg.positions is not None:
+                    mask &= losses.top_positions(self._pull(student, target, raw_adv), mask, cfg.positions)
                 advantages = losses.centre(raw_adv, mask) if cfg.centre else raw_adv.masked_fill(~mask, 0.0)
             if cfg.loss == "sampled_token":
                 loss = losses.policy_gradient_loss(student.logprobs, old_logprobs, advantages, mask, cfg.clip_eps)
+            elif cfg.loss == "full_kl":
+                loss = losses.full_divergence_loss(student.logits, target, mask, cfg.alpha)
             else:
-                base_logits = base.logits if base is not None else student.logits.detach()
-                target = losses.tilted_teacher(student.logits, teacher.logits, base_logits)
-                if cfg.loss == "full_kl":
-                    loss = losses.full_divergence_loss(student.logits, target, mask, cfg.alpha)
-                else:
-                    loss = losses.topk_divergence_loss(student.logits, target, mask, cfg.topk, cfg.alpha)
+                loss = losses.topk_divergence_loss(student.logits, target, mask, cfg.topk, cfg.alpha)
             kl = None
             if ref is not None:
                 kl = losses.full_divergence_loss(student.logits, ref.logits.log_softmax(-1), mask) if full else losses.k3_kl(student.logprobs, ref.logprobs, mask)
@@ -280,6 +287,8 @@ class SDPOTrainer:
         valid = mask.float()
         metrics["advantage_mean"] = float((raw_adv * valid).sum() / valid.sum().clamp(min=1))
         metrics["answer_tokens"] = float(teacher.mask.sum())
+        if cfg.positions is not None:
+            metrics["trained_positions"] = float(mask.sum())
         per_interaction: list[dict] = [{} for _ in range(size)]
         signals: list[dict] = [{} for _ in range(size)]
         self.last_advantages = {id(i): raw_adv[row][teacher.mask[row]].tolist() for row, i in enumerate(batch)}
@@ -289,6 +298,15 @@ class SDPOTrainer:
             per_interaction[n] = self._summary(values, pieces, completions[row], neutral[row] if neutral else None, batch[row].response.finished)
             signals[n] = {"tokens": pieces, "ids": completions[row], "advantage": [round(v, 4) for v in values], "reference": cfg.advantage_reference}
         return StepResult(metrics=metrics, per_interaction=per_interaction, signals=signals)
+
+    @staticmethod
+    @torch.no_grad()
+    def _pull(student, target: torch.Tensor | None, raw_adv: torch.Tensor) -> torch.Tensor:
+        """[B, T]: how far the follow-up pulls the student at each answer position: KL(q ‖ π_θ) under the vocabulary losses,
+        |A_t| under the sampled-token loss (the positions= option trains only the strongest)."""
+        if target is None:
+            return raw_adv.abs()
+        return losses.divergence(target, student.logits.log_softmax(-1), 1.0)
 
     def completion(self, interaction: Interaction) -> list[int]:
         """The answer tokens an update trains on (and scores): the end-of-turn token dropped unless include_eos; one appended to a
@@ -323,6 +341,8 @@ def _summary(config) -> str:
     extra = f", alpha {t.alpha:g}" if t.alpha != 1 else ""
     if t.teacher != "live":
         extra += f", teacher {t.teacher}" + (f" (rate {t.ema_rate:g})" if t.teacher == "ema" else "")
+    extra += f", learning from {t.learn_from}" if t.learn_from != "all" else ""
+    extra += f", {t.positions} positions per answer" if t.positions is not None else ""
     return f"trainer: lr {t.lr:g}, loss {t.loss}, advantage reference {t.advantage_reference}, kl_anchor {t.kl_anchor:g}{extra}"
 
 

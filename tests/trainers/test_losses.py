@@ -41,6 +41,14 @@ def test_centring_removes_each_answers_mean():
     assert losses.centre(adv, mask).tolist() == [[-0.25, 0.25, 0.0], [0.0, 0.0, 0.0]]
 
 
+def test_top_positions_keeps_each_rows_largest_valid_scores():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 9.0], [3.0, -1.0, 2.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True], [True, False, False, False]])
+    kept = losses.top_positions(scores, mask, 2)  # the masked 9.0 never wins; a row with one valid position keeps it alone
+    assert kept.tolist() == [[False, True, True, False], [True, False, True, False], [True, False, False, False]]
+    assert torch.equal(losses.top_positions(scores, mask, 10), mask)
+
+
 def test_sequence_mean_weighs_answers_equally():
     values = torch.tensor([[1.0, 3.0, 100.0], [10.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, False], [True, False, False]])

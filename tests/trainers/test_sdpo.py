@@ -103,6 +103,23 @@ def test_learning_from_complaints_leaves_the_satisfied_follow_ups_out_of_the_upd
     assert torch.equal(moved["mixed"], moved["alone"]) and torch.equal(moved["praise"], weights(fresh_policy))
 
 
+def test_confined_to_k_positions_the_update_trains_k_per_answer_and_all_of_them_when_k_covers_the_answer(fresh_policy):
+    """positions=k: the loss sees k positions per answer (trained_positions), which changes the update; with k at least the
+    answer's length the update is the unconfined one, bit for bit, for both kinds of loss."""
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    batch = [make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "Add some emojis, please! 🎉"),
+             make_interaction(fresh_policy, "What is the capital of France?", "The capital of France is Paris.", "Way too long.")]
+    for loss in ("sampled_token", "full_kl"):
+        moved = {}
+        for k in (None, 3, 500):
+            fresh_policy.model.load_state_dict(untrained)
+            result = SDPOTrainer(fresh_policy, SDPOConfig(loss=loss, positions=k, lr=1e-4), seed=0).step(batch)
+            moved[k] = weights(fresh_policy)
+            assert result.metrics.get("trained_positions") == {None: None, 3: 6.0, 500: result.metrics["answer_tokens"]}[k], (loss, k)
+        assert torch.equal(moved[500], moved[None]) and not torch.equal(moved[3], moved[None]), loss
+    fresh_policy.model.load_state_dict(untrained)
+
+
 def test_each_tokens_advantage_is_recorded_and_token_advantages_scores_it_the_same_way(fresh_policy):
     """The update's signal (signals.jsonl) is its advantage token by token, and ``token_advantages`` (`hindsight signal`)
     gives the same numbers for the same follow-up and weights, under either advantage reference."""
@@ -257,7 +274,7 @@ def test_under_lora_the_ema_holds_the_adapter_only(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(trainer.ema, before))
 
 
-def test_the_summary_line_names_alpha_and_teacher_only_when_they_differ_from_the_default():
+def test_the_summary_line_names_alpha_teacher_learn_from_and_positions_only_when_they_differ_from_the_default():
     from harness.config import RunConfig
     from trainers.sdpo import _summary
 
@@ -265,6 +282,8 @@ def test_the_summary_line_names_alpha_and_teacher_only_when_they_differ_from_the
     varied = RunConfig(trainer=SDPOConfig(loss="full_kl", alpha=0.5, teacher="ema"))
     assert _summary(varied).endswith("loss full_kl, advantage reference neutral, kl_anchor 0, alpha 0.5, teacher ema (rate 0.05)")
     assert _summary(RunConfig(trainer=SDPOConfig(teacher="initial"))).endswith("kl_anchor 0, teacher initial")
+    confined = RunConfig(trainer=SDPOConfig(learn_from="complaints", positions=8))
+    assert _summary(confined).endswith("kl_anchor 0, learning from complaints, 8 positions per answer")
 
 
 @torch.no_grad()
