@@ -122,7 +122,8 @@ def check_resumable(folder: Path) -> None:
     info = read_info(folder)
     if info is not None and info.status == "finished":
         raise UserInputError(f"{folder.name} finished ({info.finished or 'earlier'}); nothing to resume. "
-                             f"`hindsight show {folder.name}` summarises it; start a new run with --config {folder / 'config.yaml'}")
+                             f"`hindsight show {folder.name}` summarises it; `--resume {folder.name} --seeds N` adds seeds to it; "
+                             f"start a new run with --config {folder / 'config.yaml'}")
 
 
 def preflight(config: RunConfig) -> tuple[RunConfig, Schedule]:

@@ -92,19 +92,28 @@ def launch(options: RunOptions, adjust: Adjust | None = None, own: tuple[str, ..
 
 
 def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
-    """--resume RUN: continue the run in its folder with its own config; a finished run is refused, unchanged."""
+    """--resume RUN: continue the run in its folder with its own config; a finished run is refused, unchanged.
+    --resume RUN --seeds N: grow the run (finished or not) to N seeds; the new seeds' arms train as they would have in a
+    run started with --seeds N, and the report is redrawn over all of them."""
+    from harness.checkpoint import write_atomic
     from harness.cli.progress import LiveProgress
     from harness.cli.runs import show
     from harness.config import RunConfig
     from harness.loop import personalize as run_personalize
     from harness.runs import check_api_keys, check_resumable, run_dir
 
-    given = sorted({*own, *(f for f in options.given() if f not in ("--resume", "--results"))})
+    given = sorted({*own, *(f for f in options.given() if f not in ("--resume", "--results", "--seeds"))})
     if given:
-        raise UserInputError(f"--resume continues a run with its own config.yaml; leave out {', '.join(given)}")
+        raise UserInputError(f"--resume continues a run with its own config.yaml; leave out {', '.join(given)} (only --seeds may grow it)")
     folder = run_dir(options.resume, options.results)  # type: ignore[arg-type]
-    check_resumable(folder)
     config = RunConfig.from_file(folder / "config.yaml")
+    if options.seeds is None or options.seeds == config.seeds:
+        check_resumable(folder)
+    elif options.seeds < config.seeds:
+        raise UserInputError(f"{folder.name} has {config.seeds} seeds; --seeds grows a run, it never drops seeds (give more than {config.seeds})")
+    elif options.seeds > config.seeds:
+        config = config.model_copy(update={"seeds": options.seeds})
+        write_atomic(folder / "config.yaml", config.to_yaml())  # first: a run killed from here on resumes grown
     check_api_keys(config.model_dump(mode="json"))
     console.print(f"[bold]resuming[/bold] {folder}")
     with LiveProgress(config) as progress, resume_hint(folder):

@@ -157,6 +157,26 @@ def test_kill_9_at_seeded_points_then_resume_equals_an_uninterrupted_run(tmp_pat
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_a_finished_run_grown_by_seeds_equals_a_run_started_with_them(tmp_path):
+    """--resume RUN --seeds 2 on a finished one-seed run trains seed 1 as a two-seed run would have: the same logs and report."""
+    tiny = [a for a in TINY if a not in ("--control", "--oracle")] + ["--no-control", "--no-oracle", "--results", str(tmp_path)]
+    ref = subprocess.run([*HINDSIGHT, *tiny, "--seeds", "2", "--run-id", "ref"], capture_output=True, text=True, timeout=1200)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    one = subprocess.run([*HINDSIGHT, *tiny, "--run-id", "grown"], capture_output=True, text=True, timeout=1200)
+    assert one.returncode == 0, one.stdout + one.stderr
+    fewer = subprocess.run([*HINDSIGHT, "personalize", "--resume", "grown", "--seeds", "1", "--results", str(tmp_path)], capture_output=True, text=True)
+    assert fewer.returncode == 2 and "nothing to resume" in fewer.stdout + fewer.stderr  # the same count: a finished run
+    grow = subprocess.run([*HINDSIGHT, "personalize", "--resume", "grown", "--seeds", "2", "--results", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1200)
+    assert grow.returncode == 0, grow.stdout + grow.stderr
+    assert _log(tmp_path / "grown") == _log(tmp_path / "ref")
+    assert "2 seed(s)" in (tmp_path / "grown" / "summary.md").read_text()
+    assert RunInfo.model_validate_json((tmp_path / "grown" / "run.json").read_text()).status == "finished"
+    drop = subprocess.run([*HINDSIGHT, "personalize", "--resume", "grown", "--seeds", "1", "--results", str(tmp_path)], capture_output=True, text=True)
+    assert drop.returncode == 2 and "never drops seeds" in drop.stdout + drop.stderr
+
+
 def test_resume_refuses_other_options_and_unknown_runs(tmp_path):
     other = subprocess.run([*HINDSIGHT, "personalize", "--resume", "x", "-n", "4", "--results", str(tmp_path)], capture_output=True, text=True)
     assert other.returncode == 2 and "leave out --interactions" in other.stdout + other.stderr
