@@ -92,7 +92,7 @@ def launch(options: RunOptions, adjust: Adjust | None = None, own: tuple[str, ..
 
 
 def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
-    """--resume RUN: continue the run in its folder with its own config; a finished run is refused, unchanged.
+    """--resume RUN: continue the run in its folder with its own config (--jobs: arms at once); a finished run is refused, unchanged.
     --resume RUN --seeds N: grow the run (finished or not) to N seeds; the new seeds' arms train as they would have in a
     run started with --seeds N, and the report is redrawn over all of them."""
     from harness.checkpoint import write_atomic
@@ -102,11 +102,14 @@ def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
     from harness.loop import personalize as run_personalize
     from harness.runs import check_api_keys, check_resumable, run_dir
 
-    given = sorted({*own, *(f for f in options.given() if f not in ("--resume", "--results", "--seeds"))})
+    given = sorted({*own, *(f for f in options.given() if f not in ("--resume", "--results", "--seeds", "--jobs"))})
     if given:
-        raise UserInputError(f"--resume continues a run with its own config.yaml; leave out {', '.join(given)} (only --seeds may grow it)")
+        raise UserInputError(f"--resume continues a run with its own config.yaml; leave out {', '.join(given)} "
+                             "(only --seeds, to grow it, and --jobs may be given)")
     folder = run_dir(options.resume, options.results)  # type: ignore[arg-type]
     config = RunConfig.from_file(folder / "config.yaml")
+    if options.jobs is not None:  # how many arms train at once: the machine's choice, not the experiment's
+        config = config.model_copy(update={"jobs": options.jobs})
     if options.seeds is None or options.seeds == config.seeds:
         check_resumable(folder)
     elif options.seeds < config.seeds:

@@ -159,7 +159,8 @@ def test_kill_9_at_seeded_points_then_resume_equals_an_uninterrupted_run(tmp_pat
 
 @pytest.mark.slow
 def test_a_finished_run_grown_by_seeds_equals_a_run_started_with_them(tmp_path):
-    """--resume RUN --seeds 2 on a finished one-seed run trains seed 1 as a two-seed run would have: the same logs and report."""
+    """--resume RUN --seeds 2 on a finished one-seed run trains seed 1 as a two-seed run would have (one arm at a time: --jobs
+    changes no number): the same logs and report."""
     tiny = [a for a in TINY if a not in ("--control", "--oracle")] + ["--no-control", "--no-oracle", "--results", str(tmp_path)]
     ref = subprocess.run([*HINDSIGHT, *tiny, "--seeds", "2", "--run-id", "ref"], capture_output=True, text=True, timeout=1200)
     assert ref.returncode == 0, ref.stdout + ref.stderr
@@ -167,7 +168,7 @@ def test_a_finished_run_grown_by_seeds_equals_a_run_started_with_them(tmp_path):
     assert one.returncode == 0, one.stdout + one.stderr
     fewer = subprocess.run([*HINDSIGHT, "personalize", "--resume", "grown", "--seeds", "1", "--results", str(tmp_path)], capture_output=True, text=True)
     assert fewer.returncode == 2 and "nothing to resume" in fewer.stdout + fewer.stderr  # the same count: a finished run
-    grow = subprocess.run([*HINDSIGHT, "personalize", "--resume", "grown", "--seeds", "2", "--results", str(tmp_path)],
+    grow = subprocess.run([*HINDSIGHT, "personalize", "--resume", "grown", "--seeds", "2", "--jobs", "1", "--results", str(tmp_path)],
                           capture_output=True, text=True, timeout=1200)
     assert grow.returncode == 0, grow.stdout + grow.stderr
     assert _log(tmp_path / "grown") == _log(tmp_path / "ref")
