@@ -1,9 +1,13 @@
-"""Process-wide runtime settings: cache folder, torch threads, device and dtype, seeding, peak memory."""
+"""Process-wide runtime settings: cache folder, torch threads, device and dtype, seeding, peak memory, SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -64,3 +68,21 @@ def peak_memory_gb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1e9 if sys.platform == "darwin" else 1e6), 2)  # bytes on macOS, KiB elsewhere
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a scheduler's preemption or time limit) raises KeyboardInterrupt as Ctrl-C does,
+    so the caller's cleanup runs. Off the main thread, where Python sets no signal handler, it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -7,7 +7,6 @@ oversized headers) itself; ``OpenAIH11Protocol`` makes that answer an OpenAI-sha
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import sys
 import threading
@@ -20,6 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from core.errors import UserInputError
 from core.policy import Policy, PolicySettings
+from core.runtime import sigterm_as_interrupt
 from harness.serve.app import build_app
 from harness.serve.batching import Batcher
 from harness.serve.protocol import error_body
@@ -137,17 +137,13 @@ class ServerThread:
 
     def wait(self) -> None:
         """Serve until Ctrl-C or SIGTERM (the foreground `hindsight serve`)."""
-        def interrupt(*_: object) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, interrupt)
         try:
-            while self.thread.is_alive():
-                self.thread.join(0.5)
+            with sigterm_as_interrupt():
+                while self.thread.is_alive():
+                    self.thread.join(0.5)
         except KeyboardInterrupt:
             pass
         finally:
-            signal.signal(signal.SIGTERM, previous)
             self.stop()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from core.errors import UserInputError
 from core.records import now
+from core.runtime import sigterm_as_interrupt
 from harness.checkpoint import write_atomic
 from harness.config import RunConfig
 from harness.runs import flatten
@@ -156,27 +157,28 @@ def run_sweep(plan: Plan, folder: SweepFolder, executor: Executor, sink: Sink, r
             sink(event)
 
         try:
-            while pending or running:
-                for task in list(pending):
-                    if task.control in failed:
-                        pending.remove(task)
-                        failed[task.id] = f"its shared control {task.control} failed: {failed[task.control]}"
-                        _finish(folder, task, TaskResult(task.id, "failed", "-", 0.0, failed[task.id]), sink)
-                        continue
-                    if task.control and not finished(folder.path("shared", task.control)):
-                        continue
-                    if executor.can_start(task):
-                        if task.control:
-                            task = replace(task, install=_install(plan, folder, task))
-                        pending.remove(next(t for t in pending if t.id == task.id))
-                        folder.set_status(task.id, state="queued", error=None, traceback=None)
-                        executor.submit(task)
-                        running[task.id] = task
-                for result in executor.poll(handle, 0.5):
-                    task = running.pop(result.id)
-                    _finish(folder, task, result, sink)
-                    if result.state == "failed":
-                        failed[task.id] = result.error or "failed"
+            with sigterm_as_interrupt():  # a scheduler's stop, as Ctrl-C: the workers stop and the session is recorded
+                while pending or running:
+                    for task in list(pending):
+                        if task.control in failed:
+                            pending.remove(task)
+                            failed[task.id] = f"its shared control {task.control} failed: {failed[task.control]}"
+                            _finish(folder, task, TaskResult(task.id, "failed", "-", 0.0, failed[task.id]), sink)
+                            continue
+                        if task.control and not finished(folder.path("shared", task.control)):
+                            continue
+                        if executor.can_start(task):
+                            if task.control:
+                                task = replace(task, install=_install(plan, folder, task))
+                            pending.remove(next(t for t in pending if t.id == task.id))
+                            folder.set_status(task.id, state="queued", error=None, traceback=None)
+                            executor.submit(task)
+                            running[task.id] = task
+                    for result in executor.poll(handle, 0.5):
+                        task = running.pop(result.id)
+                        _finish(folder, task, result, sink)
+                        if result.state == "failed":
+                            failed[task.id] = result.error or "failed"
         except KeyboardInterrupt:
             folder.log("driver interrupted: rerun the same command to resume")
             raise

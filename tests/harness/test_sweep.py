@@ -381,6 +381,25 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_records(reference, tmp_
 
 
 @pytest.mark.slow
+def test_sigterm_stops_the_sweep_like_ctrl_c(tmp_path):
+    """A scheduler's SIGTERM to the driver alone: its workers stop, the session is recorded, the log says how to resume."""
+    spec = spec_file(tmp_path, TINY)
+    sweep = tmp_path / "tiny"
+    with (tmp_path / "driver.log").open("w") as out:
+        driver = subprocess.Popen([*HINDSIGHT, "sweep", str(spec), "--results", str(tmp_path), "--parallel", "1"], stdout=out, stderr=subprocess.STDOUT)
+    while driver.poll() is None and not ((sweep / "sweep.log").is_file() and " start " in (sweep / "sweep.log").read_text()):
+        time.sleep(0.05)
+    assert driver.poll() is None, (tmp_path / "driver.log").read_text()
+    time.sleep(2)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=60) != 0
+    assert not any(locked(p) for p in sweep.glob("locks/*.lock")), "a worker outlived its driver"
+    assert "driver interrupted: rerun the same command to resume" in (sweep / "sweep.log").read_text()
+    (session,) = json.loads((sweep / "sessions.json").read_text())
+    assert session["finished"] and session["seconds"] > 0
+
+
+@pytest.mark.slow
 def test_a_failed_cell_is_recorded_and_the_others_finish(cli, tmp_path):
     spec = spec_file(tmp_path, TINY.replace("name: tiny", "name: faulty").replace("[concise, no_emojis]", "[concise]")
                      + "  fail_budget: 0\n  simulator.llm: {model: openai/none, api_base: 'http://127.0.0.1:9/v1', retries: 0}\n"
