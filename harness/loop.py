@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 from core.engine import Engine, HFEngine, SamplingParams
@@ -32,7 +33,7 @@ from core.llm_client import LLMUsage
 from core.policy import Policy
 from core.prompts import load_prompts
 from core.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, append_jsonl, now, usage_records, write_json
-from core.runtime import peak_memory_gb, quiet_libraries, seed_everything, set_threads
+from core.runtime import die_with_parent, peak_memory_gb, quiet_libraries, seed_everything, set_threads
 from core.text import Embedder
 from harness.checkpoint import (
     ArmCheckpoints,
@@ -220,9 +221,12 @@ def _run_jobs(jobs: list[ArmJob], workers: int, sink: Sink) -> None:
             run_arm(job, sink)
         return
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        events = manager.Queue()
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+    parent = os.getpid()  # the arm workers and the event queue's process die with this one, even by SIGKILL: no orphan writes on
+    manager = SyncManager(ctx=context)
+    manager.start(die_with_parent, (parent,))
+    with manager:
+        events = manager.Queue()  # type: ignore[attr-defined]
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=die_with_parent, initargs=(parent,)) as pool:
             futures = [pool.submit(_run_arm_in_worker, job, events) for job in jobs]
             pending = set(futures)
             while pending:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import tempfile
 import time
 import traceback
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.records import METRIC, EvalRecord, InteractionRecord, RunInfo, SampleRecord, read_jsonl
+from core.runtime import die_with_parent
 from harness.checkpoint import ArmCheckpoints, ArmState, write_atomic
 from harness.config import RunConfig
 from harness.schedule import Schedule
@@ -202,7 +202,7 @@ def _arm(line: str) -> str | None:
 def local_main(task: Task, queue: Any, parent: int, device: int | None = None) -> None:
     """The entry point of a local worker process: die with the driver, see only GPU ``device`` (when given), run the task,
     send the result."""
-    _die_with(parent)
+    die_with_parent(parent)  # no orphan keeps writing into a cell
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device)  # before CUDA starts in this process: cuda:0 is that GPU
     result = run_task(task, queue.put, node=socket.gethostname())
@@ -214,14 +214,3 @@ def ray_main(task: Task, queue: Any) -> TaskResult:
     import ray
 
     return run_task(task, queue.put, node=ray.get_runtime_context().get_node_id())
-
-
-def _die_with(parent: int) -> None:
-    """On Linux, SIGKILL this process when the driver dies (even by SIGKILL): no orphan keeps writing into a cell."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)

@@ -1,11 +1,14 @@
 """Exact resume: a real run killed with SIGKILL at seeded random points and resumed ends with the log of an uninterrupted run."""
 
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,6 +179,60 @@ def test_a_finished_run_grown_by_seeds_equals_a_run_started_with_them(tmp_path):
     assert RunInfo.model_validate_json((tmp_path / "grown" / "run.json").read_text()).status == "finished"
     drop = subprocess.run([*HINDSIGHT, "personalize", "--resume", "grown", "--seeds", "1", "--results", str(tmp_path)], capture_output=True, text=True)
     assert drop.returncode == 2 and "never drops seeds" in drop.stdout + drop.stderr
+
+
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dying with the parent is Linux's PR_SET_PDEATHSIG")
+def test_arm_workers_die_with_a_run_killed_by_pid(tmp_path):
+    """`kill -9 PID` of the run alone (not its group): its arm workers and event queue go with it, and nothing more is written."""
+    proc = subprocess.Popen([*HINDSIGHT, *TINY, "--no-oracle", "--results", str(tmp_path), "--run-id", "r"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log = tmp_path / "r" / "interactions.jsonl"
+    try:
+        while proc.poll() is None and _lines(log) < 1:
+            time.sleep(0.05)
+        assert proc.poll() is None
+        children = _children(proc.pid)
+        assert len(children) >= 3  # two arm workers and the event queue's manager (and the resource tracker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(c) for c in children - {_tracker(c) for c in children}):
+            time.sleep(0.1)
+        written = _lines(log)
+        time.sleep(3)
+        assert not any(_alive(c) for c in children - {_tracker(c) for c in children}), "an arm worker outlived its run"
+        assert _lines(log) == written
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tracker(pid: int) -> int | None:
+    """``pid`` when it is multiprocessing's resource tracker (it exits by itself once every holder has gone)."""
+    try:
+        return pid if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+    except OSError:
+        return None
 
 
 def test_resume_refuses_other_options_and_unknown_runs(tmp_path):
