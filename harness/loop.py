@@ -33,7 +33,7 @@ from core.llm_client import LLMUsage
 from core.policy import Policy
 from core.prompts import load_prompts
 from core.records import EvalRecord, InteractionRecord, RunInfo, SampleRecord, TrainRecord, append_jsonl, now, usage_records, write_json
-from core.runtime import die_with_parent, peak_memory_gb, quiet_libraries, seed_everything, set_threads
+from core.runtime import die_with_parent, peak_memory_gb, quiet_libraries, seed_everything, set_threads, sigterm_as_interrupt
 from core.text import Embedder
 from harness.checkpoint import (
     ArmCheckpoints,
@@ -118,22 +118,23 @@ def personalize(config: RunConfig, run_dir: Path, sink: Sink, command: str = "",
         sink(event)
 
     try:
-        reference = _untrained_evals(config, schedule, run_dir, collect)
-        states = committed_states(run_dir, config.arms())
-        for (arm, seed), state in states.items():
-            if state is not None and state.finished:
-                sink({"type": "start", "arm": arm, "seed": seed, "total": config.interactions, "done": state.done})
-                sink({"type": "done", "arm": arm, "seed": seed})
-        jobs = [ArmJob(config, run_dir, arm, seed, reference, schedule) for (arm, seed), state in states.items()
-                if (state is None or not state.finished) and (arms is None or arm in arms)]
-        _run_jobs(jobs, config.jobs, collect)
-        info.llm_usage = usage_records(usage)
-        write_json(run_dir / "run.json", info)  # the report quotes the usage
-        if arms is None:
-            write_report(run_dir)
-        info.status = "finished"
+        with sigterm_as_interrupt():  # a scheduler's stop, as Ctrl-C: the run is recorded as stopped, the workers go with it
+            reference = _untrained_evals(config, schedule, run_dir, collect)
+            states = committed_states(run_dir, config.arms())
+            for (arm, seed), state in states.items():
+                if state is not None and state.finished:
+                    sink({"type": "start", "arm": arm, "seed": seed, "total": config.interactions, "done": state.done})
+                    sink({"type": "done", "arm": arm, "seed": seed})
+            jobs = [ArmJob(config, run_dir, arm, seed, reference, schedule) for (arm, seed), state in states.items()
+                    if (state is None or not state.finished) and (arms is None or arm in arms)]
+            _run_jobs(jobs, config.jobs, collect)
+            info.llm_usage = usage_records(usage)
+            write_json(run_dir / "run.json", info)  # the report quotes the usage
+            if arms is None:
+                write_report(run_dir)
+            info.status = "finished"
     except BaseException as exc:
-        info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
+        info.status, info.error = "failed", "interrupted (Ctrl-C or SIGTERM)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         raise
     finally:
         info.finished, info.seconds = now(), round(time.perf_counter() - start, 1)
@@ -226,7 +227,8 @@ def _run_jobs(jobs: list[ArmJob], workers: int, sink: Sink) -> None:
     manager.start(die_with_parent, (parent,))
     with manager:
         events = manager.Queue()  # type: ignore[attr-defined]
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=die_with_parent, initargs=(parent,)) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=die_with_parent, initargs=(parent,))
+        try:
             futures = [pool.submit(_run_arm_in_worker, job, events) for job in jobs]
             pending = set(futures)
             while pending:
@@ -236,6 +238,12 @@ def _run_jobs(jobs: list[ArmJob], workers: int, sink: Sink) -> None:
                     future.result()  # re-raise a worker's failure here
                 pending -= done
             _drain(events, sink, timeout=0)
+        except BaseException:  # a worker failed, Ctrl-C or SIGTERM: stop the other arms now (--resume continues each from its checkpoint)
+            for child in multiprocessing.active_children():
+                child.terminate()
+            raise
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def _drain(events, sink: Sink, timeout: float) -> None:

@@ -127,11 +127,15 @@ def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
 
 @contextlib.contextmanager
 def resume_hint(run_dir: Path) -> Iterator[None]:
-    """A run that stops on an error says how to continue it."""
+    """A run that stops on an error, Ctrl-C or SIGTERM says how to continue it (interrupted: exit 130)."""
     try:
         yield
     except RunError as exc:
         raise RunError(f"{exc}; fix the cause, then `hindsight personalize --resume {run_dir.name}` continues from the last checkpoints") from None
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted:[/yellow] `hindsight personalize --resume {run_dir.name}` continues from the last checkpoints",
+                      highlight=False)
+        raise typer.Exit(130) from None
 
 
 def given(**own: Any) -> tuple[str, ...]:

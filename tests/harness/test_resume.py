@@ -267,3 +267,33 @@ def test_an_ema_teacher_run_killed_after_a_checkpoint_resumes_exactly(tmp_path):
 
     a, b = (load_file(str(r / "checkpoints" / "treated-s0" / "model.safetensors")) for r in (run, tmp_path / "ref"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
+    """SIGTERM to the run's process alone (a scheduler's stop): its arm workers stop at once, run.json says the run was
+    interrupted, the command says how to resume it and exits 130, and the resumed run finishes."""
+    proc = subprocess.Popen([*HINDSIGHT, *TINY, "--no-oracle", "--results", str(tmp_path), "--run-id", "r"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "r" / "interactions.jsonl"
+    try:
+        while proc.poll() is None and _lines(log) < 1:
+            time.sleep(0.05)
+        assert proc.poll() is None
+        children = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
+        assert "interrupted" in out and "--resume r" in out
+        workers = children - {_tracker(c) for c in children}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(c) for c in workers):
+            time.sleep(0.1)
+        assert not any(_alive(c) for c in children - {_tracker(c) for c in children}), "an arm worker outlived its run"
+        info = json.loads((tmp_path / "r" / "run.json").read_text())
+        assert info["status"] == "failed" and info["error"] == "interrupted (Ctrl-C or SIGTERM)"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    final = subprocess.run([*HINDSIGHT, "personalize", "--resume", "r", "--results", str(tmp_path)], capture_output=True, text=True, timeout=1200)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "finished"
