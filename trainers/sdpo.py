@@ -43,7 +43,10 @@ class SDPOConfig(BaseModel):
     """Everything that defines an SDPO update. Defaults are chosen from the evidence in docs/experiments.md."""
 
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(2e-5, gt=0, description="AdamW learning rate (constant)")
+    lr: float = Field(2e-5, gt=0, description="AdamW learning rate (constant unless lr_from changes it)")
+    lr_from: dict[int, float] = Field({}, description=(
+        "a piecewise-constant learning rate: from interaction k on, the value at the largest key ≤ k (before the first key: lr); e.g. "
+        "{64: 6e-5} triples it at a flip at 64, so that the policy walks back the distance it went under the first preference faster"))
     loss: Literal["sampled_token", "full_kl", "topk_kl"] = Field(
         "sampled_token",
         description=(
@@ -101,7 +104,13 @@ class SDPOConfig(BaseModel):
     def _renamed(cls, data: object) -> object:
         return renamed_key(data, "baseline", "advantage_reference", "trainer")
 
+    def lr_at(self, interaction: int) -> float:
+        """The learning rate of an update whose batch starts at ``interaction``."""
+        return next((self.lr_from[k] for k in sorted(self.lr_from, reverse=True) if k <= interaction), self.lr)
+
     def model_post_init(self, _context: object) -> None:
+        if any(k < 0 or v <= 0 for k, v in self.lr_from.items()):
+            raise ValueError(f"lr_from maps interactions (≥ 0) to learning rates (> 0); got {self.lr_from}")
         if "{prompt}" not in self.template or "{followup}" not in self.template:
             raise ValueError("template must contain {prompt} and {followup}")
         if self.alpha != 1 and self.loss == "sampled_token":
@@ -187,6 +196,10 @@ class SDPOTrainer:
             counts["satisfied_left_out"] = float(sum(i.followup.satisfied is True for i in batch))
             if not learn:
                 return StepResult(metrics=counts, per_interaction=[{} for _ in batch], skipped="every follow-up satisfied (learn_from complaints)")
+        if self.config.lr_from:  # stateless: a resumed run sets the same rate at the same interaction
+            counts["lr"] = self.config.lr_at(batch[0].index)
+            for group in self.optimizer.param_groups:
+                group["lr"] = counts["lr"]
         result = self._update(learn)
         summaries = {id(i): s for i, s in zip(learn, result.per_interaction)}
         signals = {id(i): s for i, s in zip(learn, result.signals)}
@@ -343,7 +356,8 @@ def _summary(config) -> str:
         extra += f", teacher {t.teacher}" + (f" (rate {t.ema_rate:g})" if t.teacher == "ema" else "")
     extra += f", learning from {t.learn_from}" if t.learn_from != "all" else ""
     extra += f", {t.positions} positions per answer" if t.positions is not None else ""
-    return f"trainer: lr {t.lr:g}, loss {t.loss}, advantage reference {t.advantage_reference}, kl_anchor {t.kl_anchor:g}{extra}"
+    lr = f"lr {t.lr:g}" + "".join(f", {v:g} from {k}" for k, v in sorted(t.lr_from.items()))
+    return f"trainer: {lr}, loss {t.loss}, advantage reference {t.advantage_reference}, kl_anchor {t.kl_anchor:g}{extra}"
 
 
 @METHODS.register("sdpo", help="self-distillation from the follow-up (trainer.*)", summary=_summary, guarded=True)

@@ -103,6 +103,32 @@ def test_learning_from_complaints_leaves_the_satisfied_follow_ups_out_of_the_upd
     assert torch.equal(moved["mixed"], moved["alone"]) and torch.equal(moved["praise"], weights(fresh_policy))
 
 
+def test_lr_from_is_a_piecewise_constant_rate_by_interaction():
+    config = SDPOConfig(lr=1e-5, lr_from={64: 3e-5, 128: 1e-6})
+    assert [config.lr_at(i) for i in (0, 63, 64, 127, 128, 500)] == [1e-5, 1e-5, 3e-5, 3e-5, 1e-6, 1e-6]
+    with pytest.raises(ValueError, match="lr_from"):
+        SDPOConfig(lr_from={64: 0.0})
+
+
+def test_from_its_interaction_on_lr_from_updates_as_that_constant_rate_would(fresh_policy):
+    """A batch starting at interaction 64 under lr_from {64: 1e-4} moves the weights bit for bit as lr 1e-4 does; one starting at
+    60 as the base lr does (and not as 1e-4), and the log records the rate used."""
+    from dataclasses import replace
+
+    untrained = {k: v.clone() for k, v in fresh_policy.model.state_dict().items()}
+    complaint = make_interaction(fresh_policy, "How do I cook rice?", ANSWER, "Way too long. One sentence, please.")
+    moved = {}
+    for name, config, index in (("raised", SDPOConfig(lr=1e-5, lr_from={64: 1e-4}), 64), ("constant", SDPOConfig(lr=1e-4), 64),
+                                ("before", SDPOConfig(lr=1e-5, lr_from={64: 1e-4}), 60), ("base", SDPOConfig(lr=1e-5), 60)):
+        fresh_policy.model.load_state_dict(untrained)
+        result = SDPOTrainer(fresh_policy, config, seed=0).step([replace(complaint, index=index)])
+        moved[name] = weights(fresh_policy)
+        assert result.metrics.get("lr") == ({64: 1e-4, 60: 1e-5}[index] if config.lr_from else None)
+    fresh_policy.model.load_state_dict(untrained)
+    assert torch.equal(moved["raised"], moved["constant"]) and torch.equal(moved["before"], moved["base"])
+    assert not torch.equal(moved["raised"], moved["before"])
+
+
 def test_confined_to_k_positions_the_update_trains_k_per_answer_and_all_of_them_when_k_covers_the_answer(fresh_policy):
     """positions=k: the loss sees k positions per answer (trained_positions), which changes the update; with k at least the
     answer's length the update is the unconfined one, bit for bit, for both kinds of loss."""
@@ -284,6 +310,7 @@ def test_the_summary_line_names_alpha_teacher_learn_from_and_positions_only_when
     assert _summary(RunConfig(trainer=SDPOConfig(teacher="initial"))).endswith("kl_anchor 0, teacher initial")
     confined = RunConfig(trainer=SDPOConfig(learn_from="complaints", positions=8))
     assert _summary(confined).endswith("kl_anchor 0, learning from complaints, 8 positions per answer")
+    assert _summary(RunConfig(trainer=SDPOConfig(lr_from={64: 6e-5}))).startswith("trainer: lr 2e-05, 6e-05 from 64, loss")
 
 
 @torch.no_grad()
