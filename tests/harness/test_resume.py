@@ -201,26 +201,39 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _tiny_run_under_way(tmp_path, **popen) -> tuple[subprocess.Popen, set[int]]:
+    """A TINY run in its own session, once it logged its first interaction: the process, and its arm workers and event
+    queue's manager (not multiprocessing's resource tracker, which exits by itself once every holder has gone)."""
+    proc = subprocess.Popen([*HINDSIGHT, *TINY, "--no-oracle", "--results", str(tmp_path), "--run-id", "r"], stderr=subprocess.STDOUT,
+                            start_new_session=True, **popen)
+    while proc.poll() is None and _lines(tmp_path / "r" / "interactions.jsonl") < 1:
+        time.sleep(0.05)
+    assert proc.poll() is None
+    children = _children(proc.pid)
+    return proc, children - {_tracker(c) for c in children}
+
+
+def _outliving(workers: set[int], seconds: float = 10) -> set[int]:
+    """The workers still alive after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(c) for c in workers):
+        time.sleep(0.1)
+    return {c for c in workers if _alive(c)}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="dying with the parent is Linux's PR_SET_PDEATHSIG")
 def test_arm_workers_die_with_a_run_killed_by_pid(tmp_path):
     """`kill -9 PID` of the run alone (not its group): its arm workers and event queue go with it, and nothing more is written."""
-    proc = subprocess.Popen([*HINDSIGHT, *TINY, "--no-oracle", "--results", str(tmp_path), "--run-id", "r"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc, workers = _tiny_run_under_way(tmp_path, stdout=subprocess.DEVNULL)
     log = tmp_path / "r" / "interactions.jsonl"
     try:
-        while proc.poll() is None and _lines(log) < 1:
-            time.sleep(0.05)
-        assert proc.poll() is None
-        children = _children(proc.pid)
-        assert len(children) >= 3  # two arm workers and the event queue's manager (and the resource tracker)
+        assert len(workers) >= 3  # two arm workers and the event queue's manager
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(c) for c in children - {_tracker(c) for c in children}):
-            time.sleep(0.1)
+        _outliving(workers)
         written = _lines(log)
         time.sleep(3)
-        assert not any(_alive(c) for c in children - {_tracker(c) for c in children}), "an arm worker outlived its run"
+        assert not _outliving(workers, 0), "an arm worker outlived its run"
         assert _lines(log) == written
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -269,26 +282,17 @@ def test_an_ema_teacher_run_killed_after_a_checkpoint_resumes_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in /proc")
 def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
     """SIGTERM to the run's process alone (a scheduler's stop): its arm workers stop at once, run.json says the run was
     interrupted, the command says how to resume it and exits 130, and the resumed run finishes."""
-    proc = subprocess.Popen([*HINDSIGHT, *TINY, "--no-oracle", "--results", str(tmp_path), "--run-id", "r"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    log = tmp_path / "r" / "interactions.jsonl"
+    proc, workers = _tiny_run_under_way(tmp_path, stdout=subprocess.PIPE, text=True)
     try:
-        while proc.poll() is None and _lines(log) < 1:
-            time.sleep(0.05)
-        assert proc.poll() is None
-        children = _children(proc.pid)
         os.kill(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, out
         assert "interrupted" in out and "--resume r" in out
-        workers = children - {_tracker(c) for c in children}
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(c) for c in workers):
-            time.sleep(0.1)
-        assert not any(_alive(c) for c in children - {_tracker(c) for c in children}), "an arm worker outlived its run"
+        assert not _outliving(workers), "an arm worker outlived its run"
         info = json.loads((tmp_path / "r" / "run.json").read_text())
         assert info["status"] == "failed" and info["error"] == "interrupted (Ctrl-C or SIGTERM)"
     finally:
