@@ -2,8 +2,9 @@
 
 A profile the method did not learn is told apart from here: a user who rarely complained (little signal), answers cut at
 the token cap (the user never sees a finished answer and end-of-turn gets no signal), a complaint that scores the answer
-barely differently from a neutral reply (a small advantage), an update that barely moved the policy (small KL), or a user
-whose checks a looping or off-topic answer passes, so that the satisfied reply reinforces it.
+barely differently from a neutral reply (a small advantage), an update that barely moved the policy (small KL), a user
+whose checks a looping or off-topic answer passes, so that the satisfied reply reinforces it, or a policy whose greedy
+answers loop while the sampled ones the user reads do not, so that no follow-up can act on the loops.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Signal:
     off_topic_last: float | None = None
     rms: float | None = None  # root mean square of A_t over every trained token of the treated arm
     control_rms: float | None = None  # the same for the control arm: what neutral messages alone give, the noise floor
+    looping_sampled: float | None = None  # share of the last quarter's sampled answers (what the user read) that loop
+    looping_greedy: float | None = None  # share of the treated arm's greedy held-out answers that loop, at its last evaluation
 
 
 def _mean(values: list[float]) -> float | None:
@@ -64,12 +67,14 @@ def profile_signal(profile: str, runs: list[Path], controls: list[Path] = (), em
     answers (cosine to their prompt below the evaluation's 0.3), else those columns stay empty."""
     records: list[InteractionRecord] = []
     kls: list[float] = []
+    greedy: list[float] = []
     for run in runs:
         mine = [r for r in read_jsonl(run / "interactions.jsonl", InteractionRecord) if r.arm == "treated" and not r.failed]
         records += mine
         evals = [r for r in read_evals(run) if r.arm == "treated" and r.kl is not None]
         if evals:
             kls.append(max(evals, key=lambda r: r.interactions).kl)
+            greedy.append(max(evals, key=lambda r: r.interactions).looping)
     if not records:
         return None
     quarter = max(1, len(records) // (4 * len(runs)))
@@ -98,7 +103,8 @@ def profile_signal(profile: str, runs: list[Path], controls: list[Path] = (), em
         advantage_complaint=advantage(complaint, "mean"), advantage_satisfied=advantage(satisfied, "mean"),
         eos_complaint=advantage(complaint, "eos"), eos_satisfied=advantage(satisfied, "eos"), kl=_mean(kls), satisfied_bad=bad,
         off_topic_first=off_share(first), off_topic_last=off_share(last), rms=token_rms([r / SIGNALS for r in runs], "treated"),
-        control_rms=token_rms([c / SIGNALS for c in controls], "control"))
+        control_rms=token_rms([c / SIGNALS for c in controls], "control"),
+        looping_sampled=_mean([float(assess(r.response, r.finished).looping) for r in last]), looping_greedy=_mean(greedy))
 
 
 def _num(value: float | None, sign: bool = True) -> str:
@@ -109,8 +115,9 @@ def signal_lines(folder: Path, members: list[str], order: list[str], cells: dict
     """The table, one row per profile in ``order``, from the cells ``members`` (``cells``: plan.json's cells by id)."""
     lines = ["| profile | interactions | complaints | satisfied replies to looping or off-topic answers | off-topic answers: first → last quarter "
              "| sampled answers finished | words sampled: first → last quarter | mean A_t: complaint / satisfied "
-             "| end-of-turn A_t: complaint / satisfied | A_t RMS per token: treated / control | KL to initial (treated, last point) |",
-             "|" + "---|" * 11]
+             "| end-of-turn A_t: complaint / satisfied | A_t RMS per token: treated / control "
+             "| looping answers: sampled (last quarter) / greedy held-out (last point) | KL to initial (treated, last point) |",
+             "|" + "---|" * 12]
     embedder = Embedder() if members else None
     for profile in order:
         mine = [c for c in members if cells[c]["profile"] == profile]
@@ -122,5 +129,5 @@ def signal_lines(folder: Path, members: list[str], order: list[str], cells: dict
         lines.append(f"| {profile} | {s.interactions} | {s.complaints:.2f} | {_num(s.satisfied_bad, False)} "
                      f"| {_num(s.off_topic_first, False)} → {_num(s.off_topic_last, False)} | {s.finished:.2f} | {s.words_first:.0f} → {s.words_last:.0f} "
                      f"| {_num(s.advantage_complaint)} / {_num(s.advantage_satisfied)} | {_num(s.eos_complaint)} / {_num(s.eos_satisfied)} "
-                     f"| {_num(s.rms, False)} / {_num(s.control_rms, False)} | {kl} |")
+                     f"| {_num(s.rms, False)} / {_num(s.control_rms, False)} | {_num(s.looping_sampled, False)} / {_num(s.looping_greedy, False)} | {kl} |")
     return lines
