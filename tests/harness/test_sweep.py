@@ -446,7 +446,8 @@ def test_a_two_node_ray_cluster_runs_cells_on_both_nodes_and_gives_the_local_rec
 
 
 def test_the_signal_table_splits_the_advantage_by_follow_up_and_counts_cut_answers(tmp_path):
-    _fake_sweep(tmp_path, {"learns": {"initial": {"compliance": 0.1, "clean": 0.1}, "treated": {"clean": 0.9, "kl": 0.25}, "control": {"clean": 0.1}}})
+    _fake_sweep(tmp_path, {"learns": {"initial": {"compliance": 0.1, "clean": 0.1}, "treated": {"clean": 0.9, "kl": 0.25, "looping": 0.4},
+                                      "control": {"clean": 0.1}}})
     # 4 treated interactions: two complaints (one cut at the cap), two satisfied replies (one to a loop); a control interaction that
     # must not count
     rows = [(0, "Bananas grow in warm places", False, False, {"mean": -0.4, "eos": None}), (1, "Boil it", True, False, {"mean": -0.2, "eos": -1.0}),
@@ -467,5 +468,6 @@ def test_the_signal_table_splits_the_advantage_by_follow_up_and_counts_cut_answe
     # complaints 2/4, finished 3/4, words first quarter 5 → last quarter 6, A −0.30 / +0.20, end-of-turn −1.00 / +0.60,
     # RMS √((9 + 1 + 1) / 3) = 1.91 for treated, 0.50 for control, KL 0.25
     # satisfied replies to looping or off-topic answers: 1 of 2 ("go on go on …"); off-topic (cosine to the prompt below 0.3): the
-    # first answer (bananas), not the last (rice)
-    assert row == "| learns | 4 | 0.50 | 0.50 | 1.00 → 0.00 | 0.75 | 5 → 6 | -0.30 / +0.20 | -1.00 / +0.60 | 1.91 / 0.50 | 0.25 |"
+    # first answer (bananas), not the last (rice); looping: none of the last quarter's sampled answers (rice), 0.40 of the greedy
+    # held-out answers at the last evaluation (8), not the one before (4)
+    assert row == "| learns | 4 | 0.50 | 0.50 | 1.00 → 0.00 | 0.75 | 5 → 6 | -0.30 / +0.20 | -1.00 / +0.60 | 1.91 / 0.50 | 0.00 / 0.40 | 0.25 |"
