@@ -46,6 +46,13 @@ def run_kind(config: RunConfig) -> str:
     return f"{config.method}-flip" if config.flip_at is not None else f"{config.method}-continual" if config.continual else config.method
 
 
+def resume_command(config: dict[str, Any], run: str) -> str:
+    """The command that continues a run: the one its kind of experiment is started with."""
+    verb = ("redteam" if config.get("redteam") else "flip" if config.get("flip_at") is not None
+            else "continual" if config.get("continual") else "personalize")
+    return f"hindsight {verb} --resume {run}"
+
+
 def run_dir(run: str, results: Path) -> Path:
     """A run id (a folder under ``results``) or a path to a run folder."""
     path = Path(run)

@@ -85,14 +85,15 @@ def launch(options: RunOptions, adjust: Adjust | None = None, own: tuple[str, ..
 
     console.print(f"[bold]run[/bold] {run_dir}  ·  user [cyan]{describe_user(resolved)}[/cyan]  ·  arms "
                   + ", ".join(f"{a}/s{s}" for a, s in resolved.arms()) + ("  ·  oracle" if resolved.oracle else ""))
-    with LiveProgress(resolved) as progress, resume_hint(run_dir):
+    with LiveProgress(resolved) as progress, resume_hint(run_dir, resolved):
         info = run_personalize(resolved, run_dir, progress.handle, command=shlex.join(["hindsight", *sys.argv[1:]]), schedule=schedule)
     console.print(f"finished in {info.seconds:.0f} s{memory_note(run_dir)}")
     show(str(run_dir), results=options.results)
 
 
 def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
-    """--resume RUN: continue the run in its folder with its own config (--jobs: arms at once); a finished run is refused, unchanged.
+    """--resume RUN: continue the run in its folder with its own config (--jobs, --threads: the machine's share, which may
+    change); a finished run is refused, unchanged.
     --resume RUN --seeds N: grow the run (finished or not) to N seeds; the new seeds' arms train as they would have in a
     run started with --seeds N, and the report is redrawn over all of them."""
     from harness.checkpoint import write_atomic
@@ -102,14 +103,15 @@ def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
     from harness.loop import personalize as run_personalize
     from harness.runs import check_api_keys, check_resumable, run_dir
 
-    given = sorted({*own, *(f for f in options.given() if f not in ("--resume", "--results", "--seeds", "--jobs"))})
+    given = sorted({*own, *(f for f in options.given() if f not in ("--resume", "--results", "--seeds", "--jobs", "--threads"))})
     if given:
         raise UserInputError(f"--resume continues a run with its own config.yaml; leave out {', '.join(given)} "
-                             "(only --seeds, to grow it, and --jobs may be given)")
+                             "(only --seeds, to grow it, and --jobs and --threads may be given)")
     folder = run_dir(options.resume, options.results)  # type: ignore[arg-type]
     config = RunConfig.from_file(folder / "config.yaml")
-    if options.jobs is not None:  # how many arms train at once: the machine's choice, not the experiment's
-        config = config.model_copy(update={"jobs": options.jobs})
+    for machine in ("jobs", "threads"):  # how many arms train at once, on how many threads: the machine's choice, not the experiment's
+        if getattr(options, machine) is not None:
+            config = config.model_copy(update={machine: getattr(options, machine)})
     if options.seeds is None or options.seeds == config.seeds:
         check_resumable(folder)
     elif options.seeds < config.seeds:
@@ -119,22 +121,24 @@ def resume(options: RunOptions, own: tuple[str, ...] = ()) -> None:
         write_atomic(folder / "config.yaml", config.to_yaml())  # first: a run killed from here on resumes grown
     check_api_keys(config.model_dump(mode="json"))
     console.print(f"[bold]resuming[/bold] {folder}")
-    with LiveProgress(config) as progress, resume_hint(folder):
+    with LiveProgress(config) as progress, resume_hint(folder, config):
         info = run_personalize(config, folder, progress.handle, resume=True)
     console.print(f"finished in {info.seconds:.0f} s (this session){memory_note(folder)}")
     show(str(folder), results=options.results)
 
 
 @contextlib.contextmanager
-def resume_hint(run_dir: Path) -> Iterator[None]:
+def resume_hint(run_dir: Path, config: RunConfig) -> Iterator[None]:
     """A run that stops on an error, Ctrl-C or SIGTERM says how to continue it (interrupted: exit 130)."""
+    from harness.runs import resume_command
+
+    command = resume_command(config.model_dump(mode="json"), run_dir.name)
     try:
         yield
     except RunError as exc:
-        raise RunError(f"{exc}; fix the cause, then `hindsight personalize --resume {run_dir.name}` continues from the last checkpoints") from None
+        raise RunError(f"{exc}; fix the cause, then `{command}` continues from the last checkpoints") from None
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted:[/yellow] `hindsight personalize --resume {run_dir.name}` continues from the last checkpoints",
-                      highlight=False)
+        console.print(f"[yellow]interrupted:[/yellow] `{command}` continues from the last checkpoints", highlight=False)
         raise typer.Exit(130) from None
 
 

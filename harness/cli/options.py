@@ -271,7 +271,8 @@ class RunOptions:
         "it exactly; 0: off. (default: 16)"))] = config_field()
     resume: Annotated[Optional[str], typer.Option(rich_help_panel="Reliability", help=(
         "Continue a stopped run (killed, crashed, failed) from its last committed states, with its own config.yaml: RUN is its id or "
-        "folder. No other option may be given but --jobs and --seeds N, which grows the run (finished or not) to N seeds: the new seeds train as in a "
+        "folder. No other option may be given but --jobs, --threads (the machine's share; a different thread count may change the "
+        "last digits of the numbers from there on) and --seeds N, which grows the run (finished or not) to N seeds: the new seeds train as in a "
         "run started with --seeds N. The finished log equals an uninterrupted run's; a finished run is otherwise refused."))] = config_field()
     config: Annotated[Optional[Path], typer.Option("--config", "-c", rich_help_panel="Config", help=(
         "Start from a config YAML (e.g. a run's config.yaml); options given here override it."))] = config_field()

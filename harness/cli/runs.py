@@ -101,7 +101,9 @@ def show(
         console.print(f"[bold]red team[/bold]: {redteam_verdict(table)}", highlight=False)
         console.print("\n".join(table_lines(table, labels)), highlight=False, markup=False, soft_wrap=True)
     if info and info.status != "finished":
-        console.print(f"[yellow]not finished ({info.status}):[/yellow] `hindsight personalize --resume {folder.name}` continues it from its last checkpoints")
+        from harness.runs import resume_command
+
+        console.print(f"[yellow]not finished ({info.status}):[/yellow] `{resume_command(config, folder.name)}` continues it from its last checkpoints")
     from harness.runs import RUN_FILES
 
     for name in RUN_FILES:

@@ -255,6 +255,19 @@ def test_resume_of_a_finished_run_changes_nothing(cli, tmp_path):
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_resume_takes_the_machines_share_and_names_the_experiments_own_command(cli, tmp_path):
+    """--jobs and --threads are the machine's, not the experiment's: --resume takes them. A stopped flip run says to
+    continue it with `hindsight flip --resume`, the command it was started with."""
+    fake_run(tmp_path, "done")
+    line = one_line(cli("personalize", "--resume", "done", "--threads", "2", "--jobs", "1", "--results", str(tmp_path)))
+    assert "nothing to resume" in line, line
+    folder = fake_run(tmp_path, "flipped", status="failed")
+    (folder / "config.yaml").write_text("profile: concise\ninteractions: 8\nmethod: sdpo\nflip_at: 4\n", encoding="utf-8")
+    shown = cli("show", "flipped", "--results", str(tmp_path))
+    assert shown.code == 0 and "`hindsight flip --resume flipped` continues it" in shown.stdout, shown
+    assert "personalize --resume" not in shown.stdout
+
+
 def test_resume_refuses_other_options_including_a_variants_own(cli, tmp_path):
     fake_run(tmp_path, "stopped", status="failed")
     line = one_line(cli("flip", "--resume", "stopped", "--flip-at", "4", "--lr", "1e-5", "--results", str(tmp_path)))
